@@ -1,0 +1,78 @@
+"""The one interface every remix engine implements.
+
+Engines receive decoded pixels and return pixels plus a report. They know nothing about
+HTTP, storage, billing or accounts: the service layer owns those.
+
+Image convention everywhere in this package: ``np.ndarray`` of shape (H, W, 3), dtype
+uint8, sRGB-encoded RGB (not BGR).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from photoremix.vision.faces import Face
+
+
+@dataclass(frozen=True)
+class RemixRequest:
+    """Everything an engine needs for one remix call.
+
+    content, reference: (H, W, 3) uint8 sRGB.
+    faces: faces detected in ``content`` (content pixel coordinates), or None to let the
+        engine detect them itself. An empty tuple means "detected, none found".
+    output_size: (width, height) of every output image; see ``imaging.sizing.output_size_2k``.
+    seed: base seed; output ``i`` uses ``seed + i``.
+    style_strength: 0..1 overall strength of the look transfer; None = engine default.
+    """
+
+    content: np.ndarray
+    reference: np.ndarray
+    output_size: tuple[int, int]
+    prompt: str | None = None
+    faces: tuple[Face, ...] | None = None
+    num_outputs: int = 1
+    seed: int = 0
+    style_strength: float | None = None
+
+
+@dataclass
+class ImageReport:
+    """What an engine did for one output image (serialisable with ``dataclasses.asdict``)."""
+
+    engine: str
+    seed: int
+    variation: int
+    variation_description: str
+    applied: dict[str, Any] = field(default_factory=dict)
+    unhandled_instructions: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RemixOutput:
+    image: np.ndarray  # (H, W, 3) uint8 sRGB, H, W == request.output_size[::-1]
+    report: ImageReport
+
+
+# Called after each finished output with (outputs_done, outputs_total).
+ProgressCallback = Callable[[int, int], None]
+
+
+class Engine(Protocol):
+    name: str
+
+    def remix(
+        self, request: RemixRequest, progress: ProgressCallback | None = None
+    ) -> list[RemixOutput]:
+        """Render ``request.num_outputs`` images. Raises ``EngineError`` on failure."""
+        ...
+
+
+class EngineError(RuntimeError):
+    """An engine could not produce output; the message is safe to show to a user."""

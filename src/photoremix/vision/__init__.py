@@ -1,0 +1,1 @@
+"""Computer vision without downloaded weights: faces (dlib) and subject/background masks."""
