@@ -1,0 +1,266 @@
+"""Global colour model of the classic engine, baked into a 3D LUT.
+
+The model is fitted on analysis thumbnails (a few tens of thousands of pixels) and
+evaluated only on the LUT's grid points, never on full-resolution pixels: a LUT is a
+per-pixel function, so it cannot move geometry, and applying it is cheap (see ``render``).
+
+Fit, in CIE-Lab (L 0..100, a/b about -128..127):
+1. MKL, the Monge-Kantorovich linear map between the two colour Gaussians (Pitié and
+   Kokaram 2007): closed form, grain-free, matches mean and covariance.
+2. A relaxed iterative distribution transfer residual (IDT, Pitié et al. 2005/2007):
+   rotate, match 1-D marginals by quantiles, rotate back. It fixes what a Gaussian cannot
+   express (bimodal palettes, skewed tonality).
+3. The displacement field on the grid is smoothed (transport-map regularisation), so the
+   map amplifies neither noise nor JPEG blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.ndimage import distance_transform_edt, gaussian_filter
+
+LUT_SIZE = 49
+IDT_ITERATIONS = 10
+IDT_QUANTILES = 256
+MKL_MIN_VARIANCE = 4.0
+MIN_SLOPE, MAX_SLOPE = 0.1, 8.0
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) float32 sRGB in [0, 1] -> (..., 3) float32 CIE-Lab (D65)."""
+    flat = np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 1, 3)
+    return cv2.cvtColor(np.clip(flat, 0.0, 1.0), cv2.COLOR_RGB2Lab).reshape(rgb.shape)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """(..., 3) float32 CIE-Lab -> (..., 3) float32 sRGB, not clipped (may leave [0, 1])."""
+    flat = np.ascontiguousarray(lab, dtype=np.float32).reshape(-1, 1, 3)
+    return cv2.cvtColor(flat, cv2.COLOR_Lab2RGB).reshape(lab.shape)
+
+
+@dataclass
+class Lut:
+    """A 3D LUT behind per-channel 1-D shapers, the layout film pipelines use.
+
+    shaper: (3, SHAPER_SIZE) float32, channel value v in [0, 1] (sampled uniformly) ->
+        grid coordinate u in [0, 1]. It follows the content's own distribution, so the grid
+        is dense where the content's colours are: a low-contrast image that would fill two
+        cells of a uniform grid still gets the whole grid.
+    nodes: (S, S, S, 3) float32 RGB input value at each grid node, indexed [r, g, b].
+    values: (S, S, S, 3) float32 RGB output at each node.
+    """
+
+    shaper: np.ndarray
+    nodes: np.ndarray
+    values: np.ndarray
+
+    def with_values(self, values: np.ndarray) -> Lut:
+        return Lut(self.shaper, self.nodes, values.astype(np.float32))
+
+
+SHAPER_SIZE = 1024
+# Share of the shaper that is plain identity: keeps some grid resolution for colours the
+# content sample missed.
+SHAPER_IDENTITY_SHARE = 0.3
+
+
+def fit_shaper(rgb_samples: np.ndarray) -> np.ndarray:
+    """(3, SHAPER_SIZE) float32 monotonic shapers from (N, 3) RGB samples in [0, 1]."""
+    v = np.linspace(0.0, 1.0, SHAPER_SIZE)
+    shapers = []
+    for k in range(3):
+        cdf = np.searchsorted(np.sort(rgb_samples[:, k]), v, side="right") / len(rgb_samples)
+        shapers.append(SHAPER_IDENTITY_SHARE * v + (1 - SHAPER_IDENTITY_SHARE) * cdf)
+    return np.asarray(shapers, dtype=np.float32)
+
+
+def identity_lut(size: int = LUT_SIZE, shaper: np.ndarray | None = None) -> Lut:
+    """A LUT that changes nothing, on a uniform grid or on the grid ``shaper`` implies."""
+    v = np.linspace(0.0, 1.0, SHAPER_SIZE, dtype=np.float32)
+    if shaper is None:
+        shaper = np.stack([v, v, v])
+    u = np.linspace(0.0, 1.0, size)
+    axes = [np.interp(u, shaper[k], v) for k in range(3)]  # inverse shaper at the nodes
+    r, g, b = np.meshgrid(*axes, indexing="ij")
+    nodes = np.stack([r, g, b], axis=-1).astype(np.float32)
+    return Lut(shaper.astype(np.float32), nodes, nodes.copy())
+
+
+def mkl_transform(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Monge-Kantorovich linear map between the Gaussians of two (N, 3) point clouds.
+
+    Returns (T, offset) such that ``x @ T + offset`` maps source statistics onto target's.
+    """
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    A = np.cov(source, rowvar=False) + np.eye(3) * 1e-3
+    B = np.cov(target, rowvar=False) + np.eye(3) * 1e-3
+    eig_a, vec_a = np.linalg.eigh(A)
+    # Floor the source variances (std >= 2 Lab units): a greyscale or single-hue content has
+    # ~zero chroma variance, and the map would multiply its JPEG noise into colour noise.
+    eig_a = np.maximum(eig_a, MKL_MIN_VARIANCE)
+    sqrt_a = vec_a @ np.diag(np.sqrt(eig_a)) @ vec_a.T
+    inv_sqrt_a = vec_a @ np.diag(1 / np.sqrt(eig_a)) @ vec_a.T
+    C = sqrt_a @ B @ sqrt_a
+    eig_c, vec_c = np.linalg.eigh(C)
+    sqrt_c = vec_c @ np.diag(np.sqrt(np.maximum(eig_c, 0))) @ vec_c.T
+    T = inv_sqrt_a @ sqrt_c @ inv_sqrt_a  # symmetric; x @ T == T @ x
+    return T, mu_t - mu_s @ T
+
+
+def _rotations(count: int) -> list[np.ndarray]:
+    # Fixed, well-spread orthonormal bases: the map must not depend on the request seed,
+    # so that variation 0 of every request is the same faithful transfer.
+    rng = np.random.default_rng(20240917)
+    bases = []
+    for _ in range(count):
+        q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+        bases.append(q * np.sign(np.diag(r)))
+    return bases
+
+
+def _quantiles(values: np.ndarray) -> np.ndarray:
+    # A full sort and direct indexing is several times faster than np.quantile here.
+    ordered = np.sort(values)
+    index = ((np.arange(IDT_QUANTILES) + 0.5) / IDT_QUANTILES * (ordered.size - 1)).astype(int)
+    return ordered[index]
+
+
+def _marginal_map(source_1d: np.ndarray, target_1d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = _quantiles(source_1d), _quantiles(target_1d)
+    # Limit the slope of the 1-D map: a steep map stretches a narrow range of the content
+    # (and its noise and JPEG blocks) into blotches, the "graininess" IDT is known for.
+    steps = np.clip(np.diff(ys), np.diff(xs) * MIN_SLOPE, np.diff(xs) * MAX_SLOPE)
+    ys = np.concatenate([[0.0], np.cumsum(steps)])
+    ys += np.median(_quantiles(target_1d)) - np.median(ys)
+    # np.interp needs strictly increasing x; ties in flat regions are nudged apart.
+    xs = xs + np.arange(IDT_QUANTILES) * 1e-6
+    return xs, ys
+
+
+def _displacement(projected: np.ndarray, maps: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    # Interpolate the displacement, not the mapped value: beyond the sampled range the
+    # displacement stays constant (slope-1 extrapolation). Mapping to the clamped end value
+    # instead would collapse every LUT cell outside the data onto one colour.
+    return np.stack(
+        [np.interp(projected[:, i], xs, ys - xs) for i, (xs, ys) in enumerate(maps)], axis=1
+    )
+
+
+@dataclass
+class ColourModel:
+    """Fitted map, usable on any (N, 3) Lab points: MKL then IDT residual steps."""
+
+    T: np.ndarray
+    offset: np.ndarray
+    steps: list[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]]
+    relaxation: float
+
+    def apply(self, lab: np.ndarray) -> np.ndarray:
+        x = lab.astype(np.float64) @ self.T + self.offset
+        for basis, maps in self.steps:
+            projected = x @ basis
+            x = x + self.relaxation * _displacement(projected, maps) @ basis.T
+        return x
+
+
+def fit_colour_model(
+    source_lab: np.ndarray,
+    target_lab: np.ndarray,
+    iterations: int = IDT_ITERATIONS,
+    relaxation: float = 0.8,
+) -> ColourModel:
+    """Fit MKL + IDT from (N, 3) source Lab samples to (M, 3) target Lab samples."""
+    T, offset = mkl_transform(source_lab, target_lab)
+    model = ColourModel(T=T, offset=offset, steps=[], relaxation=relaxation)
+    x = source_lab.astype(np.float64) @ T + offset
+    for basis in _rotations(iterations):
+        projected, target_projected = x @ basis, target_lab @ basis
+        maps = [_marginal_map(projected[:, i], target_projected[:, i]) for i in range(3)]
+        x = x + relaxation * _displacement(projected, maps) @ basis.T
+        model.steps.append((basis, maps))
+    return model
+
+
+# Splatted weight at which a node counts as "holding content colours".
+CONFIDENT_WEIGHT = 0.5
+
+
+def bake_lut(
+    model: ColourModel, rgb_samples: np.ndarray, shaper: np.ndarray, size: int = LUT_SIZE
+) -> Lut:
+    """Bake ``model`` into a LUT from its displacements at the content's own colours.
+
+    Evaluating the model at the grid nodes would extrapolate it far outside the data (a
+    greyscale photo has no samples off the grey axis, yet trilinear lookups there blend
+    in off-axis nodes). Instead each sample's displacement (mapped - original RGB) is
+    splatted trilinearly onto the grid; nodes without content nearby take the displacement
+    of the nearest node that has some. The result is smooth (regularised
+    transport) and close to exact where the content's colours are.
+
+    rgb_samples: (N, 3) float32 content RGB in [0, 1] (after the tone stage).
+    """
+    lut = identity_lut(size, shaper)
+    mapped = lab_to_rgb(model.apply(rgb_to_lab(rgb_samples)).astype(np.float32))
+    displacement = np.clip(mapped, -0.25, 1.25) - rgb_samples
+
+    v = np.linspace(0.0, 1.0, SHAPER_SIZE)
+    u = np.stack([np.interp(rgb_samples[:, k], v, shaper[k]) for k in range(3)], axis=1)
+    pos = np.clip(u, 0, 1) * (size - 1)
+    base = np.minimum(pos.astype(int), size - 2)
+    frac = pos - base
+    weights = np.zeros(size**3)
+    sums = np.zeros((3, size**3))
+    for corner in np.ndindex(2, 2, 2):
+        w = np.prod(np.where(corner, frac, 1 - frac), axis=1)
+        idx = np.ravel_multi_index((base + corner).T, (size, size, size))
+        weights += np.bincount(idx, w, size**3)
+        for k in range(3):
+            sums[k] += np.bincount(idx, w * displacement[:, k], size**3)
+    weights = weights.reshape(size, size, size)
+    sums = sums.reshape(3, size, size, size)
+
+    # Near the data: a light normalised convolution (sigma 0.5 cell) of the splats.
+    w = gaussian_filter(weights, 0.5, mode="nearest")
+    near = np.stack([gaussian_filter(sums[k], 0.5, mode="nearest") for k in range(3)])
+    near /= np.maximum(w, 1e-12)
+    # Away from it: the displacement of the nearest confident node, smoothed.
+    confident = w > CONFIDENT_WEIGHT
+    if not confident.any():
+        confident = w >= w.max()
+    nearest = distance_transform_edt(~confident, return_distances=False, return_indices=True)
+    far = np.stack(
+        [gaussian_filter(near[k][tuple(nearest)], 1.5, mode="nearest") for k in range(3)]
+    )
+    alpha = np.clip(w / CONFIDENT_WEIGHT, 0, 1)
+    filled = alpha * near + (1 - alpha) * far
+    values = lut.nodes + np.moveaxis(filled, 0, -1).astype(np.float32)
+    return lut.with_values(np.clip(values, -0.25, 1.25))
+
+
+def monotone_lightness(
+    lut: Lut, source_lab: np.ndarray, target_lab: np.ndarray, weight: float
+) -> Lut:
+    """Blend the LUT's output lightness towards a monotone function of input lightness.
+
+    A 3-D colour map turns chroma differences of the content into lightness differences
+    of the output: new edges appear and real ones can invert. Histogram-matching L alone
+    (a monotone 1-D map) keeps the content's lightness structure exactly, so the LUT keeps
+    its chroma but takes ``weight`` of its lightness from that map.
+    """
+    xs, ys = _marginal_map(source_lab[:, 0], target_lab[:, 0])
+    lab_in, lab_out = rgb_to_lab(lut.nodes), rgb_to_lab(np.clip(lut.values, 0, 1))
+    monotone = lab_in[..., 0] + np.interp(lab_in[..., 0], xs, ys - xs)
+    lab_out[..., 0] = weight * monotone + (1 - weight) * lab_out[..., 0]
+    return lut.with_values(np.clip(lab_to_rgb(lab_out), -0.25, 1.25))
+
+
+def sample_pixels(image: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """(count, 3) random pixels (without replacement when possible) of an (H, W, 3) array."""
+    flat = image.reshape(-1, 3)
+    if flat.shape[0] <= count:
+        return flat
+    index = np.random.default_rng(seed).choice(flat.shape[0], size=count, replace=False)
+    return flat[index]

@@ -1,0 +1,225 @@
+"""The classic engine: photographic look transfer on the CPU, without neural weights.
+
+Pipeline (docs/classic-engine.md has the reasoning):
+  fit on thumbnails (``look.fit_look``): tone, colour LUT, grain, vignette
+  -> per variation: derive the LUT and render parameters (``variations``, directives)
+  -> render at output size in one fused pass (``render.render``).
+Every detected face gets a guard that limits hue rotation, chroma change and luma gain.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from photoremix.engines.base import ImageReport, ProgressCallback, RemixOutput, RemixRequest
+from photoremix.engines.classic import tone
+from photoremix.engines.classic.directives import Directives, parse_directives
+from photoremix.engines.classic.grain import grain_template
+from photoremix.engines.classic.look import Look, fit_look
+from photoremix.engines.classic.render import GRAIN_TEMPLATE_SIZE, RenderPlan, render
+from photoremix.engines.classic.variations import Variation, variation_for
+from photoremix.vision.faces import Face, detect_faces
+
+# Face guard limits: how far colour transfer may move a face's pixels from the original.
+GUARD = {"hue": np.deg2rad(10.0), "chroma": 0.25, "gain": 0.25}
+GUARD_KEEP_SKIN = {"hue": np.deg2rad(2.0), "chroma": 0.05, "gain": 0.08}
+# Local-contrast gain inside faces stays near 1: detail is where identity lives.
+FACE_DETAIL_GAIN_RANGE = (0.9, 1.1)
+HIGHLIGHT_KNEE = 0.95
+
+
+def face_guard_mask(
+    faces: tuple[Face, ...], source_shape: tuple[int, ...], size: tuple[int, int]
+) -> np.ndarray:
+    """(H, W) uint8 soft mask covering each face (forehead to chin) at output ``size``.
+
+    Drawn at quarter resolution and feathered there, then upsampled: soft edges need no
+    full-resolution precision, and a 4 MP blur would cost more than the whole render.
+    """
+    width, height = size
+    if not faces:
+        return np.zeros((1, 1), np.uint8)
+    scale = 0.25
+    small = np.zeros((max(1, round(height * scale)), max(1, round(width * scale))), np.float32)
+    fx = width / source_shape[1] * scale
+    fy = height / source_shape[0] * scale
+    for face in faces:
+        left, top, right, bottom = face.box
+        cx, cy = (left + right) / 2 * fx, (top + bottom) / 2 * fy
+        # dlib's HOG box runs from the brows to the chin: extend up for the forehead.
+        ax, ay = (right - left) * 0.62 * fx, (bottom - top) * 0.75 * fy
+        cv2.ellipse(
+            small, (round(cx), round(cy - 0.12 * ay)), (round(ax), round(ay)), 0, 0, 360, 1.0, -1
+        )
+    feather = max(1.0, 0.08 * max(small.shape))
+    small = cv2.GaussianBlur(small, (0, 0), feather / 4)
+    full = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(full * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def resize_to_output(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = image.shape[:2]
+    shrinking = size[0] * size[1] < w * h
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+class ClassicEngine:
+    """Photographic look transfer: colour LUT, two-scale tone, grain, vignette, face guard."""
+
+    name = "classic"
+
+    def remix(
+        self, request: RemixRequest, progress: ProgressCallback | None = None
+    ) -> list[RemixOutput]:
+        started = time.perf_counter()
+        directives = parse_directives(request.prompt)
+        faces = request.faces if request.faces is not None else detect_faces(request.content)
+        t_detect = time.perf_counter()
+
+        look = fit_look(request.content, request.reference)
+        t_fit = time.perf_counter()
+
+        content = resize_to_output(request.content, request.output_size)
+        y_full = tone.luma(content.astype(np.float32) / 255.0)
+        coef_a, coef_b = tone.coefficient_maps(y_full)
+        face_mask = face_guard_mask(faces, request.content.shape, request.output_size)
+        keep_mask, keep_note = self._keep_mask(request, faces, directives)
+        t_prepare = time.perf_counter()
+        shared = {
+            "detect_faces": t_detect - started if request.faces is None else 0.0,
+            "fit": t_fit - t_detect,
+            "prepare": t_prepare - t_fit,
+        }
+
+        base_strength = 1.0 if request.style_strength is None else float(request.style_strength)
+        outputs: list[RemixOutput] = []
+        for index in range(request.num_outputs):
+            t0 = time.perf_counter()
+            variation = variation_for(index)
+            seed = request.seed + index
+            plan, applied = self._plan(
+                look,
+                variation,
+                directives,
+                base_strength,
+                seed,
+                coef_a,
+                coef_b,
+                face_mask,
+                keep_mask,
+            )
+            image = render(content, plan)
+            applied.update(faces_guarded=len(faces), keep_background=keep_note)
+            report = ImageReport(
+                engine=self.name,
+                seed=seed,
+                variation=index,
+                variation_description=variation.description,
+                applied=applied,
+                unhandled_instructions=list(directives.unhandled),
+                timings={**shared, "render": time.perf_counter() - t0},
+            )
+            outputs.append(RemixOutput(image=image, report=report))
+            if progress is not None:
+                progress(index + 1, request.num_outputs)
+        return outputs
+
+    @staticmethod
+    def _keep_mask(
+        request: RemixRequest, faces: tuple[Face, ...], directives: Directives
+    ) -> tuple[np.ndarray, str | None]:
+        if not directives.keep_background:
+            return np.full((1, 1), 255, np.uint8), None
+        from photoremix.vision.segmentation import subject_mask
+
+        result = subject_mask(request.content, faces, size=request.output_size)
+        if result.method == "none":
+            return np.full((1, 1), 255, np.uint8), "no subject found: whole image restyled"
+        mask = np.clip(result.mask * 255 + 0.5, 0, 255).astype(np.uint8)
+        return mask, (
+            f"subject restyled, background kept (mask from {result.method}, "
+            f"edge confidence {result.confidence:.2f})"
+        )
+
+    @staticmethod
+    def _plan(
+        look: Look,
+        variation: Variation,
+        directives: Directives,
+        base_strength: float,
+        seed: int,
+        coef_a: np.ndarray,
+        coef_b: np.ndarray,
+        face_mask: np.ndarray,
+        keep_mask: np.ndarray,
+    ) -> tuple[RenderPlan, dict]:
+        strength = float(
+            np.clip(base_strength * variation.strength * directives.strength, 0.0, 1.6)
+        )
+        lut = look.lut_for(
+            strength,
+            warmth=variation.warmth + directives.warmth,
+            brightness=variation.brightness + directives.brightness,
+            contrast=variation.contrast + directives.contrast,
+            monochrome=directives.monochrome,
+            keep_colours=directives.keep_colours,
+            keep_lighting=directives.keep_lighting,
+        )
+        tone_fit = look.tone.scaled(0.0 if directives.keep_lighting else strength)
+        detail_gain = 1.0 + (tone_fit.detail_gain - 1.0) * variation.detail
+        face_detail_gain = float(np.clip(detail_gain, *FACE_DETAIL_GAIN_RANGE))
+
+        grain_scale = strength * variation.grain
+        if directives.grain is False:
+            grain_scale = 0.0
+        grain_curve = look.grain.curve * grain_scale
+        if directives.grain is True and float(np.median(grain_curve)) < 0.01:
+            grain_curve = np.maximum(grain_curve, 0.015)  # asked for grain on a clean reference
+        output_long_side = max(face_mask.shape) if face_mask.shape[0] > 1 else max(coef_a.shape) * 4
+        rng = np.random.default_rng(seed)
+        template = grain_template(look.grain, output_long_side, GRAIN_TEMPLATE_SIZE, seed)
+        vignette = (
+            0.0
+            if directives.keep_lighting
+            else look.vignette * variation.vignette * min(strength, 1.3)
+        )
+        guard = GUARD_KEEP_SKIN if directives.keep_skin_tones else GUARD
+
+        plan = RenderPlan(
+            shaper=lut.shaper,
+            lut=lut.values,
+            coef_a=coef_a,
+            coef_b=coef_b,
+            base_curve=tone_fit.base_curve,
+            detail_gain=float(detail_gain),
+            face_detail_gain=face_detail_gain,
+            face_mask=face_mask,
+            keep_mask=keep_mask,
+            guard_hue=float(guard["hue"]),
+            guard_chroma=float(guard["chroma"]),
+            guard_gain=float(guard["gain"]),
+            vignette=float(vignette),
+            grain=template,
+            grain_curve=np.ascontiguousarray(grain_curve, dtype=np.float32),
+            grain_chroma=float(look.grain.chroma),
+            grain_offset=(
+                int(rng.integers(GRAIN_TEMPLATE_SIZE)),
+                int(rng.integers(GRAIN_TEMPLATE_SIZE)),
+            ),
+            knee=HIGHLIGHT_KNEE,
+            dither_seed=int(seed & 0x7FFFFFFF),
+        )
+        applied = {
+            "strength": round(strength, 3),
+            "colour": f"MKL + relaxed IDT, shaped {lut.values.shape[0]}^3 LUT",
+            "detail_gain": round(float(detail_gain), 3),
+            "grain_std": round(float(np.median(grain_curve)) * 255, 2),
+            "vignette": round(float(vignette), 3),
+            "directives": [
+                {"clause": m.clause, "settings": dict(m.settings)} for m in directives.matched
+            ],
+        }
+        return plan, applied

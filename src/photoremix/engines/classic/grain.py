@@ -1,0 +1,132 @@
+"""Film/sensor grain: measured on the reference, synthesised on the output.
+
+A simplified form of the AV1 film-grain model (Norkin and Birkbeck 2018): grain is the
+residual against a denoised image, measured in flat blocks only (so texture and edges are
+not mistaken for noise), with a strength that depends on intensity (a 16-point curve) and a
+spatial correlation (summarised as the sigma of a Gaussian that colours white noise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from photoremix.engines.classic.tone import luma
+
+CURVE_POINTS = 16
+BLOCK = 16
+# Grain is measured at native resolution (downscaling would average it away) on a central
+# crop of at most this size, which holds plenty of flat blocks.
+ANALYSIS_CROP = 1024
+# Below this noise std (in 0..1 units; 1/255 is one code value) a reference is "clean":
+# residuals that small are mostly JPEG noise and fine texture, not grain.
+MIN_VISIBLE_STD = 2.0 / 255
+# Share of the measured grain that is synthesised. The flat-block residual of a JPEG still
+# holds some compression noise and texture, and full-strength grain measurably erodes the
+# content's structure (SSIM structure term) in flat regions.
+TRANSFER_SHARE = 0.6
+MAX_STD = 0.08
+# Residual against a sigma-1.5 blur keeps ~this share of white noise's std.
+_RESIDUAL_STD_FRACTION = 0.85
+
+
+@dataclass
+class GrainModel:
+    """curve: (CURVE_POINTS,) float32 noise std (0..1 units) vs luma in [0, 1].
+    sigma: spatial correlation in pixels at the analysed resolution.
+    chroma: chroma noise std relative to luma noise std.
+    analysed_long_side: long side of the image the model was measured on.
+    """
+
+    curve: np.ndarray
+    sigma: float
+    chroma: float
+    analysed_long_side: int
+
+    @property
+    def amount(self) -> float:
+        return float(np.median(self.curve))
+
+
+def no_grain() -> GrainModel:
+    return GrainModel(np.zeros(CURVE_POINTS, np.float32), 0.0, 0.0, 1)
+
+
+def estimate_grain(image: np.ndarray) -> GrainModel:
+    """Measure the grain of an (H, W, 3) uint8 image."""
+    h, w = image.shape[:2]
+    top, left = max(0, (h - ANALYSIS_CROP) // 2), max(0, (w - ANALYSIS_CROP) // 2)
+    image = image[top : top + ANALYSIS_CROP, left : left + ANALYSIS_CROP]
+    rgb = image.astype(np.float32) / 255.0
+    y = luma(rgb)
+    smooth = cv2.GaussianBlur(y, (0, 0), 1.5)
+    residual = y - smooth
+    bh, bw = y.shape[0] // BLOCK, y.shape[1] // BLOCK
+    if bh < 2 or bw < 2:
+        return no_grain()
+
+    def blocks(a: np.ndarray) -> np.ndarray:
+        return a[: bh * BLOCK, : bw * BLOCK].reshape(bh, BLOCK, bw, BLOCK).swapaxes(1, 2)
+
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1)
+    activity = blocks(gx * gx + gy * gy).mean(axis=(2, 3)).ravel()
+    res_blocks = blocks(residual).reshape(-1, BLOCK, BLOCK)
+    means = blocks(smooth).mean(axis=(2, 3)).ravel()
+    flat = activity <= np.quantile(activity, 0.25)
+    stds = res_blocks[flat].std(axis=(1, 2)) / _RESIDUAL_STD_FRACTION
+    flat_means = means[flat]
+
+    centres = (np.arange(CURVE_POINTS) + 0.5) / CURVE_POINTS
+    bins = np.clip((flat_means * CURVE_POINTS).astype(int), 0, CURVE_POINTS - 1)
+    curve = np.full(CURVE_POINTS, np.nan)
+    for i in range(CURVE_POINTS):
+        if np.count_nonzero(bins == i) >= 3:
+            curve[i] = np.median(stds[bins == i])
+    known = ~np.isnan(curve)
+    if not known.any():
+        return no_grain()
+    curve = np.interp(centres, centres[known], curve[known])
+    curve = np.clip(curve, 0.0, MAX_STD).astype(np.float32)
+    if np.median(curve) < MIN_VISIBLE_STD:
+        return GrainModel(np.zeros(CURVE_POINTS, np.float32), 0.0, 0.0, max(h, w))
+
+    # Spatial correlation from the lag-1 autocorrelation of the flat residual: Gaussian-
+    # filtered white noise with sigma s has lag-1 autocorrelation exp(-1 / (4 s^2)).
+    flat_res = res_blocks[flat]
+    a, b = flat_res[:, :, :-1].ravel(), flat_res[:, :, 1:].ravel()
+    rho = float(np.corrcoef(a, b)[0, 1]) if a.size > 16 else 0.0
+    sigma = 0.0 if rho <= 0.05 else float(np.clip(1 / (2 * np.sqrt(-np.log(min(rho, 0.95)))), 0, 3))
+
+    cb = (rgb[..., 2] - y) * 0.564
+    cr = (rgb[..., 0] - y) * 0.713
+    chroma_std = [
+        blocks(c - cv2.GaussianBlur(c, (0, 0), 1.5)).reshape(-1, BLOCK, BLOCK)[flat].std()
+        for c in (cb, cr)
+    ]
+    chroma = float(np.clip(np.mean(chroma_std) / _RESIDUAL_STD_FRACTION / np.median(curve), 0, 1))
+    return GrainModel(curve, sigma, chroma, max(h, w))
+
+
+def grain_template(model: GrainModel, output_long_side: int, size: int, seed: int) -> np.ndarray:
+    """(size, size, 3) float32 unit-std noise for Y, Cb, Cr, correlated like the reference's
+    grain after scaling from the analysed resolution to the output resolution."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((size, size, 3), dtype=np.float32)
+    sigma = model.sigma * output_long_side / max(model.analysed_long_side, 1)
+    if sigma > 0.3:
+        # Blur a wrap-padded copy so the tiled template has no seams.
+        pad = int(np.ceil(3 * sigma))
+        padded = np.pad(noise, ((pad, pad), (pad, pad), (0, 0)), mode="wrap")
+        noise = cv2.GaussianBlur(padded, (0, 0), sigma)[pad:-pad, pad:-pad]
+    noise /= noise.reshape(-1, 3).std(axis=0) + 1e-8
+    return np.ascontiguousarray(noise)
+
+
+def residual_grain(reference: GrainModel, content: GrainModel) -> GrainModel:
+    """Grain to add so the content's own noise plus it matches the reference (in quadrature)."""
+    curve = np.sqrt(np.maximum(reference.curve**2 - content.curve**2, 0.0)) * TRANSFER_SHARE
+    curve = curve.astype(np.float32)
+    return GrainModel(curve, reference.sigma, reference.chroma, reference.analysed_long_side)
