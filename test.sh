@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up (first run) and run the whole test suite, lint included: ./test.sh [pytest args]
+set -euo pipefail
+root="$(cd "$(dirname "$0")" && pwd)"
+PHOTOREMIX_EXTRAS=test "$root/scripts/bootstrap.sh"
+cd "$root"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest "$@"
