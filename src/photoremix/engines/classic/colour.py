@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.ndimage import distance_transform_edt, gaussian_filter
+from scipy.ndimage import distance_transform_edt, gaussian_filter, map_coordinates
 
 LUT_SIZE = 49
 IDT_ITERATIONS = 10
@@ -59,6 +59,16 @@ class Lut:
 
     def with_values(self, values: np.ndarray) -> Lut:
         return Lut(self.shaper, self.nodes, values.astype(np.float32))
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """Reference (NumPy) application to a small (H, W, 3) float image in [0, 1]; the
+        renderer does the same at full size."""
+        v = np.linspace(0.0, 1.0, self.shaper.shape[1])
+        size = self.values.shape[0]
+        u = np.stack([np.interp(rgb[..., k], v, self.shaper[k]) for k in range(3)])
+        coords = u.reshape(3, -1) * (size - 1)
+        out = [map_coordinates(self.values[..., k], coords, order=1) for k in range(3)]
+        return np.stack(out, axis=-1).reshape(rgb.shape).astype(np.float32)
 
 
 SHAPER_SIZE = 1024
@@ -157,6 +167,7 @@ class ColourModel:
     offset: np.ndarray
     steps: list[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]]
     relaxation: float
+    fitted: np.ndarray | None = None  # (N, 3) the fitting samples after the map, Lab
 
     def apply(self, lab: np.ndarray) -> np.ndarray:
         x = lab.astype(np.float64) @ self.T + self.offset
@@ -181,6 +192,7 @@ def fit_colour_model(
         maps = [_marginal_map(projected[:, i], target_projected[:, i]) for i in range(3)]
         x = x + relaxation * _displacement(projected, maps) @ basis.T
         model.steps.append((basis, maps))
+    model.fitted = x
     return model
 
 
@@ -189,11 +201,11 @@ CONFIDENT_WEIGHT = 0.5
 
 
 def bake_lut(
-    model: ColourModel, rgb_samples: np.ndarray, shaper: np.ndarray, size: int = LUT_SIZE
+    rgb_samples: np.ndarray, mapped_rgb: np.ndarray, shaper: np.ndarray, size: int = LUT_SIZE
 ) -> Lut:
-    """Bake ``model`` into a LUT from its displacements at the content's own colours.
+    """Bake a colour map, known at the content's own colours, into a LUT.
 
-    Evaluating the model at the grid nodes would extrapolate it far outside the data (a
+    Evaluating a model at the grid nodes would extrapolate it far outside the data (a
     greyscale photo has no samples off the grey axis, yet trilinear lookups there blend
     in off-axis nodes). Instead each sample's displacement (mapped - original RGB) is
     splatted trilinearly onto the grid; nodes without content nearby take the displacement
@@ -201,10 +213,10 @@ def bake_lut(
     transport) and close to exact where the content's colours are.
 
     rgb_samples: (N, 3) float32 content RGB in [0, 1] (after the tone stage).
+    mapped_rgb: (N, 3) float32 where the map sends them (any range; clipped to -0.25..1.25).
     """
     lut = identity_lut(size, shaper)
-    mapped = lab_to_rgb(model.apply(rgb_to_lab(rgb_samples)).astype(np.float32))
-    displacement = np.clip(mapped, -0.25, 1.25) - rgb_samples
+    displacement = np.clip(mapped_rgb, -0.25, 1.25) - rgb_samples
 
     v = np.linspace(0.0, 1.0, SHAPER_SIZE)
     u = np.stack([np.interp(rgb_samples[:, k], v, shaper[k]) for k in range(3)], axis=1)
@@ -241,20 +253,24 @@ def bake_lut(
 
 
 def monotone_lightness(
-    lut: Lut, source_lab: np.ndarray, target_lab: np.ndarray, weight: float
-) -> Lut:
+    lut: Lut, source_lab: np.ndarray, target_lab: np.ndarray, weights: tuple[float, ...]
+) -> list[Lut]:
     """Blend the LUT's output lightness towards a monotone function of input lightness.
 
     A 3-D colour map turns chroma differences of the content into lightness differences
     of the output: new edges appear and real ones can invert. Histogram-matching L alone
     (a monotone 1-D map) keeps the content's lightness structure exactly, so the LUT keeps
-    its chroma but takes ``weight`` of its lightness from that map.
+    its chroma but takes ``weight`` of its lightness from that map; one LUT per weight.
     """
     xs, ys = _marginal_map(source_lab[:, 0], target_lab[:, 0])
     lab_in, lab_out = rgb_to_lab(lut.nodes), rgb_to_lab(np.clip(lut.values, 0, 1))
     monotone = lab_in[..., 0] + np.interp(lab_in[..., 0], xs, ys - xs)
-    lab_out[..., 0] = weight * monotone + (1 - weight) * lab_out[..., 0]
-    return lut.with_values(np.clip(lab_to_rgb(lab_out), -0.25, 1.25))
+    luts = []
+    for weight in weights:
+        lab = lab_out.copy()
+        lab[..., 0] = weight * monotone + (1 - weight) * lab_out[..., 0]
+        luts.append(lut.with_values(np.clip(lab_to_rgb(lab), -0.25, 1.25)) if weight else lut)
+    return luts
 
 
 def sample_pixels(image: np.ndarray, count: int, seed: int = 0) -> np.ndarray:

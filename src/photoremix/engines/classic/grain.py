@@ -1,7 +1,7 @@
 """Film/sensor grain: measured on the reference, synthesised on the output.
 
 A simplified form of the AV1 film-grain model (Norkin and Birkbeck 2018): grain is the
-residual against a denoised image, measured in flat blocks only (so texture and edges are
+noise measured in the flattest blocks only (so texture and edges are
 not mistaken for noise), with a strength that depends on intensity (a 16-point curve) and a
 spatial correlation (summarised as the sigma of a Gaussian that colours white noise).
 """
@@ -27,9 +27,13 @@ MIN_VISIBLE_STD = 2.0 / 255
 # holds some compression noise and texture, and full-strength grain measurably erodes the
 # content's structure (SSIM structure term) in flat regions.
 TRANSFER_SHARE = 0.6
-MAX_STD = 0.08
-# Residual against a sigma-1.5 blur keeps ~this share of white noise's std.
-_RESIDUAL_STD_FRACTION = 0.85
+# Film and sensor grain sits at 1-5 code values; more than that in "flat" blocks is
+# texture (foliage, brush strokes), which the texture stage owns, not grain.
+MAX_STD = 5.0 / 255
+FLAT_SHARE = 0.10
+# Grain is the residual against this blur, measured in the flattest blocks, where the
+# blur removes the (smooth) image and leaves the noise.
+RESIDUAL_SIGMA = 3.0
 
 
 @dataclass
@@ -54,6 +58,20 @@ def no_grain() -> GrainModel:
     return GrainModel(np.zeros(CURVE_POINTS, np.float32), 0.0, 0.0, 1)
 
 
+def _high_pass(image: np.ndarray) -> np.ndarray:
+    return image - cv2.GaussianBlur(image, (0, 0), RESIDUAL_SIGMA)
+
+
+def _residual_gain(sigma: float) -> float:
+    """Std of the residual of unit-std noise coloured by a Gaussian of ``sigma``: the
+    residual keeps less of coarser grain, so its std is divided by this."""
+    noise = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    if sigma > 0.3:
+        noise = cv2.GaussianBlur(noise, (0, 0), sigma)
+    noise /= noise.std()
+    return float(_high_pass(noise)[16:-16, 16:-16].std())
+
+
 def estimate_grain(image: np.ndarray) -> GrainModel:
     """Measure the grain of an (H, W, 3) uint8 image."""
     h, w = image.shape[:2]
@@ -62,7 +80,7 @@ def estimate_grain(image: np.ndarray) -> GrainModel:
     rgb = image.astype(np.float32) / 255.0
     y = luma(rgb)
     smooth = cv2.GaussianBlur(y, (0, 0), 1.5)
-    residual = y - smooth
+    residual = _high_pass(y)
     bh, bw = y.shape[0] // BLOCK, y.shape[1] // BLOCK
     if bh < 2 or bw < 2:
         return no_grain()
@@ -75,9 +93,21 @@ def estimate_grain(image: np.ndarray) -> GrainModel:
     activity = blocks(gx * gx + gy * gy).mean(axis=(2, 3)).ravel()
     res_blocks = blocks(residual).reshape(-1, BLOCK, BLOCK)
     means = blocks(smooth).mean(axis=(2, 3)).ravel()
-    flat = activity <= np.quantile(activity, 0.25)
-    stds = res_blocks[flat].std(axis=(1, 2)) / _RESIDUAL_STD_FRACTION
+    flat = activity <= np.quantile(activity, FLAT_SHARE)
+    # Robust std (median absolute deviation) so a stray edge in a block does not count.
+    flat_res = res_blocks[flat]
+    centred = flat_res.reshape(-1, BLOCK * BLOCK)
+    centred = centred - np.median(centred, 1, keepdims=True)
+    stds = 1.4826 * np.median(np.abs(centred), 1)
     flat_means = means[flat]
+
+    # Spatial correlation from the lag-1 autocorrelation of the flat residual: Gaussian-
+    # filtered white noise with sigma s has lag-1 autocorrelation exp(-1 / (4 s^2)).
+    a, b = flat_res[:, :, :-1].ravel(), flat_res[:, :, 1:].ravel()
+    rho = float(np.corrcoef(a, b)[0, 1]) if a.size > 16 else 0.0
+    sigma = 0.0 if rho <= 0.05 else float(np.clip(1 / (2 * np.sqrt(-np.log(min(rho, 0.95)))), 0, 3))
+
+    stds = stds / _residual_gain(sigma)
 
     centres = (np.arange(CURVE_POINTS) + 0.5) / CURVE_POINTS
     bins = np.clip((flat_means * CURVE_POINTS).astype(int), 0, CURVE_POINTS - 1)
@@ -93,20 +123,13 @@ def estimate_grain(image: np.ndarray) -> GrainModel:
     if np.median(curve) < MIN_VISIBLE_STD:
         return GrainModel(np.zeros(CURVE_POINTS, np.float32), 0.0, 0.0, max(h, w))
 
-    # Spatial correlation from the lag-1 autocorrelation of the flat residual: Gaussian-
-    # filtered white noise with sigma s has lag-1 autocorrelation exp(-1 / (4 s^2)).
-    flat_res = res_blocks[flat]
-    a, b = flat_res[:, :, :-1].ravel(), flat_res[:, :, 1:].ravel()
-    rho = float(np.corrcoef(a, b)[0, 1]) if a.size > 16 else 0.0
-    sigma = 0.0 if rho <= 0.05 else float(np.clip(1 / (2 * np.sqrt(-np.log(min(rho, 0.95)))), 0, 3))
-
     cb = (rgb[..., 2] - y) * 0.564
     cr = (rgb[..., 0] - y) * 0.713
     chroma_std = [
-        blocks(c - cv2.GaussianBlur(c, (0, 0), 1.5)).reshape(-1, BLOCK, BLOCK)[flat].std()
+        blocks(_high_pass(c)).reshape(-1, BLOCK * BLOCK)[flat].std() / _residual_gain(sigma)
         for c in (cb, cr)
     ]
-    chroma = float(np.clip(np.mean(chroma_std) / _RESIDUAL_STD_FRACTION / np.median(curve), 0, 1))
+    chroma = float(np.clip(np.mean(chroma_std) / np.median(curve), 0, 1))
     return GrainModel(curve, sigma, chroma, max(h, w))
 
 

@@ -122,7 +122,7 @@ def _quantise(v: float, knee: float, dither: float) -> int:
     return 0 if q < 0.5 else (255 if q >= 254.5 else int(q + 0.5))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, fastmath=True)
 def _render(
     content, shaper, lut, coef_a, coef_b, base_curve, detail_gain, face_detail_gain,
     face_mask, keep_mask, guard_hue, guard_chroma, guard_gain, vignette,

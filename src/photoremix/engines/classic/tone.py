@@ -52,15 +52,16 @@ def base_layer(y: np.ndarray) -> np.ndarray:
     return a * y + b
 
 
-def coefficient_maps(y_full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Low-resolution (a, b) maps for the renderer, from the full-size luma."""
-    h, w = y_full.shape
+def coefficient_maps(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Low-resolution (a, b) maps for the renderer from the full-size (H, W, 3) uint8 image."""
+    h, w = image.shape[:2]
     small = cv2.resize(
-        y_full,
+        image,
         (max(8, round(w * COEFFICIENT_SCALE)), max(8, round(h * COEFFICIENT_SCALE))),
         interpolation=cv2.INTER_AREA,
     )
-    return guided_coefficients(small, radius_for(small.shape))
+    y = luma(small.astype(np.float32) / 255.0)
+    return guided_coefficients(y, radius_for(y.shape))
 
 
 @dataclass
