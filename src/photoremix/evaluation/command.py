@@ -160,7 +160,10 @@ def eval_command(
             thumbnail_height=THUMBNAIL_HEIGHT if contact_sheet else None,
             on_case=report,
         )
-        Console().print(summary_table(evaluation, summarize(evaluation)))
+        # Wide enough for every column even when piped to a file (rich defaults to 80).
+        Console(width=max(140, Console().width)).print(
+            summary_table(evaluation, summarize(evaluation))
+        )
         csv_path = out_dir / RESULTS_CSV
         write_csv(evaluation, csv_path)
         console.print(f"per-output results: {csv_path}")
