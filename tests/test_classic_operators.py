@@ -30,7 +30,7 @@ def identity_plan(shape: tuple[int, int], lut: colour.Lut | None = None) -> Rend
         face_mask=np.zeros((1, 1), np.uint8), keep_mask=np.full((1, 1), 255, np.uint8),
         guard_hue=0.2, guard_chroma=0.25, guard_gain=0.25, vignette=0.0,
         grain=np.zeros((GRAIN_TEMPLATE_SIZE, GRAIN_TEMPLATE_SIZE, 3), np.float32),
-        grain_curve=np.zeros(16, np.float32), grain_chroma=0.0, grain_offset=(0, 0),
+        grain_curve=np.zeros(16, np.float32), face_grain=0.3, grain_chroma=0.0, grain_offset=(0, 0),
         knee=0.999, dither_seed=1,
     )  # fmt: skip
 

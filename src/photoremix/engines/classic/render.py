@@ -45,7 +45,8 @@ class RenderPlan:
     vignette: strength v of the radial falloff 1 - v*r^2.
     grain: (T, T, 3) float32 unit-variance templates for Y, Cb, Cr; grain_curve (16,) luma
         noise std (0..1 units) as a function of output luma; grain_chroma: Cb/Cr scale
-        relative to luma; grain_offset: (dy, dx) into the template.
+        relative to luma; face_grain: share of the grain kept inside faces (grain changes
+        the identity embedding); grain_offset: (dy, dx) into the template.
     knee: highlight roll-off start. dither_seed: seeds the TPDF dither.
     """
 
@@ -64,6 +65,7 @@ class RenderPlan:
     vignette: float
     grain: np.ndarray
     grain_curve: np.ndarray
+    face_grain: float
     grain_chroma: float
     grain_offset: tuple[int, int]
     knee: float
@@ -126,7 +128,7 @@ def _quantise(v: float, knee: float, dither: float) -> int:
 def _render(
     content, shaper, lut, coef_a, coef_b, base_curve, detail_gain, face_detail_gain,
     face_mask, keep_mask, guard_hue, guard_chroma, guard_gain, vignette,
-    grain, grain_curve, grain_chroma, grain_dy, grain_dx, knee, dither_seed, out,
+    grain, grain_curve, face_grain, grain_chroma, grain_dy, grain_dx, knee, dither_seed, out,
 ):  # fmt: skip
     H, W, _ = content.shape
     S = lut.shape[0]
@@ -203,7 +205,7 @@ def _render(
 
             # 6. grain, strength following the output luma
             y_out = (0.299 * c_r + 0.587 * c_g + 0.114 * c_b) * falloff
-            amount = _curve(grain_curve, y_out)
+            amount = _curve(grain_curve, y_out) * (1.0 - (1.0 - face_grain) * m_face)
             ty_, tx_ = (y + grain_dy) & tmask, (x + grain_dx) & tmask
             n_y = grain[ty_, tx_, 0] * amount
             n_cb = grain[ty_, tx_, 1] * amount * grain_chroma
@@ -227,7 +229,7 @@ def render(content: np.ndarray, plan: RenderPlan) -> np.ndarray:
         plan.base_curve,
         plan.detail_gain, plan.face_detail_gain, plan.face_mask, plan.keep_mask,
         plan.guard_hue, plan.guard_chroma, plan.guard_gain, plan.vignette,
-        plan.grain, plan.grain_curve, plan.grain_chroma,
+        plan.grain, plan.grain_curve, plan.face_grain, plan.grain_chroma,
         plan.grain_offset[0], plan.grain_offset[1], plan.knee, plan.dither_seed, out,
     )  # fmt: skip
     return out

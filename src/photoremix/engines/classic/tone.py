@@ -22,6 +22,7 @@ RADIUS_FRACTION = 0.015
 EPSILON = 0.01  # guided-filter regulariser: edges with contrast well above 0.1 are kept
 CURVE_SIZE = 256
 DETAIL_GAIN_RANGE = (0.7, 1.5)
+MIN_CURVE_SLOPE = 0.35
 # Full-resolution coefficients are computed at this fraction of the output size and
 # upsampled inside the renderer ("fast guided filter", He and Sun 2015).
 COEFFICIENT_SCALE = 0.25
@@ -99,6 +100,11 @@ def fit_tone(content_rgb: np.ndarray, reference_rgb: np.ndarray) -> ToneFit:
     # Outside the content's range, continue with slope 1 rather than flattening.
     curve = np.where(grid < xs[0], ys[0] + (grid - xs[0]), curve)
     curve = np.where(grid > xs[-1], ys[-1] + (grid - xs[-1]), curve)
+    # Limit the slope: a base curve that crushes a range (a night reference) leaves the
+    # detail there to quantisation noise. The colour LUT still matches the final lightness.
+    steps = np.clip(np.diff(curve), MIN_CURVE_SLOPE / (CURVE_SIZE - 1), None)
+    curve = np.concatenate([[0.0], np.cumsum(steps)])
+    curve += np.median(ys) - np.interp(np.median(xs), grid, curve)
     gain = _detail_energy(y_r - base_r) / _detail_energy(y_c - base_c)
     gain = float(np.clip(gain, *DETAIL_GAIN_RANGE))
     return ToneFit(curve.astype(np.float32), gain)
