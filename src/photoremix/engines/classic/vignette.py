@@ -17,7 +17,9 @@ MAX_STRENGTH = 0.25
 
 def _ring_falloff(y: np.ndarray, r2: np.ndarray) -> float:
     ring = np.minimum((np.sqrt(r2) * RINGS).astype(int), RINGS - 1)
-    medians = np.array([np.median(y[ring == i]) if np.any(ring == i) else np.nan for i in range(RINGS)])
+    medians = np.array(
+        [np.median(y[ring == i]) if np.any(ring == i) else np.nan for i in range(RINGS)]
+    )
     radii2 = ((np.arange(RINGS) + 0.5) / RINGS) ** 2
     known = ~np.isnan(medians)
     if not known[0] or medians[0] < 0.05:
@@ -37,7 +39,12 @@ def estimate_vignette(rgb: np.ndarray) -> float:
     yy, xx = np.mgrid[0:h, 0:w]
     dy, dx = yy - (h - 1) / 2, xx - (w - 1) / 2
     r2 = (dy**2 + dx**2) / (((h - 1) / 2) ** 2 + ((w - 1) / 2) ** 2)
-    quadrants = [(dy < 0) & (dx < 0), (dy < 0) & (dx >= 0), (dy >= 0) & (dx < 0), (dy >= 0) & (dx >= 0)]
+    quadrants = [
+        (dy < 0) & (dx < 0),
+        (dy < 0) & (dx >= 0),
+        (dy >= 0) & (dx < 0),
+        (dy >= 0) & (dx >= 0),
+    ]
     v = min(_ring_falloff(y[q], r2[q]) for q in quadrants)
     return float(np.clip(v, 0.0, 1.0))
 
