@@ -103,7 +103,10 @@ def test_lut_on_greyscale_content_stays_smooth_off_the_grey_axis():
     jitter = np.clip(grey.astype(int) + np.array([3, -3, 2]), 0, 255).astype(np.uint8)
     a = render(grey, identity_plan(grey.shape[:2], lut)).astype(int)
     b = render(jitter, identity_plan(grey.shape[:2], lut)).astype(int)
-    assert np.abs(a - b).mean() < 6  # a near-grey pixel maps near its grey neighbour
+    # A near-grey pixel maps near its grey neighbour. The map along the grey axis is steep
+    # (it colourises), so a 3-code step may move the output a few times that; a LUT
+    # evaluated at off-axis nodes moved it by up to ~150 codes.
+    assert np.abs(a - b).mean() < 10
 
 
 def test_guided_base_layer_keeps_edges_and_smooths_texture():

@@ -198,6 +198,19 @@ def fit_colour_model(
 
 # Splatted weight at which a node counts as "holding content colours".
 CONFIDENT_WEIGHT = 0.5
+REFINE_STEPS = 4
+REFINE_MIN_WEIGHT = 2.0
+
+
+def _splat(
+    corners: list[tuple[np.ndarray, np.ndarray]], values: np.ndarray, size: int
+) -> np.ndarray:
+    """(C, size^3) trilinear splat of (N, C) sample values onto the grid."""
+    out = np.zeros((values.shape[1], size**3))
+    for idx, w in corners:
+        for k in range(values.shape[1]):
+            out[k] += np.bincount(idx, w * values[:, k], size**3)
+    return out
 
 
 def bake_lut(
@@ -223,31 +236,38 @@ def bake_lut(
     pos = np.clip(u, 0, 1) * (size - 1)
     base = np.minimum(pos.astype(int), size - 2)
     frac = pos - base
-    weights = np.zeros(size**3)
-    sums = np.zeros((3, size**3))
+    corners = []  # (flat node index, trilinear weight) of each sample, per cube corner
     for corner in np.ndindex(2, 2, 2):
         w = np.prod(np.where(corner, frac, 1 - frac), axis=1)
-        idx = np.ravel_multi_index((base + corner).T, (size, size, size))
-        weights += np.bincount(idx, w, size**3)
-        for k in range(3):
-            sums[k] += np.bincount(idx, w * displacement[:, k], size**3)
-    weights = weights.reshape(size, size, size)
-    sums = sums.reshape(3, size, size, size)
+        corners.append((np.ravel_multi_index((base + corner).T, (size, size, size)), w))
+    weights = _splat(corners, np.ones((len(rgb_samples), 1)), size)[0].reshape((size,) * 3)
+    sums = _splat(corners, displacement, size).reshape((3, size, size, size))
 
     # Near the data: a light normalised convolution (sigma 0.5 cell) of the splats.
-    w = gaussian_filter(weights, 0.5, mode="nearest")
+    density = gaussian_filter(weights, 0.5, mode="nearest")
     near = np.stack([gaussian_filter(sums[k], 0.5, mode="nearest") for k in range(3)])
-    near /= np.maximum(w, 1e-12)
-    # Away from it: the displacement of the nearest confident node, smoothed.
-    confident = w > CONFIDENT_WEIGHT
+    near /= np.maximum(density, 1e-12)
+    alpha = np.clip(density / CONFIDENT_WEIGHT, 0, 1)
+    confident = density > CONFIDENT_WEIGHT
     if not confident.any():
-        confident = w >= w.max()
-    nearest = distance_transform_edt(~confident, return_distances=False, return_indices=True)
-    far = np.stack(
-        [gaussian_filter(near[k][tuple(nearest)], 1.5, mode="nearest") for k in range(3)]
-    )
-    alpha = np.clip(w / CONFIDENT_WEIGHT, 0, 1)
-    filled = alpha * near + (1 - alpha) * far
+        confident = density >= density.max()
+    nearest = tuple(distance_transform_edt(~confident, return_distances=False, return_indices=True))
+
+    def fill(field: np.ndarray) -> np.ndarray:
+        # Away from the data: the displacement of the nearest confident node, smoothed.
+        far = np.stack([gaussian_filter(field[k][nearest], 1.5, mode="nearest") for k in range(3)])
+        return alpha * field + (1 - alpha) * far
+
+    # Splatting is the adjoint of trilinear interpolation, not its inverse: it blurs. A few
+    # Landweber steps (re-splat what interpolation still misses) make the LUT reproduce
+    # its samples in the least-squares sense where they are dense; the fill then follows.
+    field = fill(near).reshape(3, -1)
+    support = weights.ravel() > REFINE_MIN_WEIGHT
+    for _ in range(REFINE_STEPS):
+        predicted = sum(field[:, idx] * w for idx, w in corners).T
+        correction = _splat(corners, displacement - predicted, size)
+        field[:, support] += correction[:, support] / weights.ravel()[support]
+    filled = fill(field.reshape(3, size, size, size))
     values = lut.nodes + np.moveaxis(filled, 0, -1).astype(np.float32)
     return lut.with_values(np.clip(values, -0.25, 1.25))
 
