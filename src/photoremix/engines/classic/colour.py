@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.ndimage import distance_transform_edt, gaussian_filter, map_coordinates
+from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 LUT_SIZE = 49
 IDT_ITERATIONS = 10
@@ -39,6 +39,28 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     """(..., 3) float32 CIE-Lab -> (..., 3) float32 sRGB, not clipped (may leave [0, 1])."""
     flat = np.ascontiguousarray(lab, dtype=np.float32).reshape(-1, 1, 3)
     return cv2.cvtColor(flat, cv2.COLOR_Lab2RGB).reshape(lab.shape)
+
+
+def tetrahedral_corners(coords: np.ndarray, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Tetrahedral interpolation of (N, 3) grid coordinates in [0, size - 1].
+
+    Returns four (flat node index (N,), weight (N,)) pairs. The cube is split into six
+    tetrahedra that all share its main diagonal, so a neutral colour (r = g = b) is
+    interpolated from neutral nodes only; trilinear interpolation would mix in all eight
+    corners. The renderer implements the same rule.
+    """
+    base = np.minimum(coords.astype(int), size - 2)
+    frac = coords - base
+    order = np.argsort(-frac, axis=1, kind="stable")
+    f = np.take_along_axis(frac, order, axis=1)
+    steps = np.eye(3, dtype=int)[order]  # (N, 3 steps, 3 axes)
+    node = base.copy()
+    corners = []
+    for i, weight in enumerate((1 - f[:, 0], f[:, 0] - f[:, 1], f[:, 1] - f[:, 2], f[:, 2])):
+        if i:
+            node = node + steps[:, i - 1]
+        corners.append((np.ravel_multi_index(node.T, (size, size, size)), weight))
+    return corners
 
 
 @dataclass
@@ -65,10 +87,11 @@ class Lut:
         renderer does the same at full size."""
         v = np.linspace(0.0, 1.0, self.shaper.shape[1])
         size = self.values.shape[0]
-        u = np.stack([np.interp(rgb[..., k], v, self.shaper[k]) for k in range(3)])
-        coords = u.reshape(3, -1) * (size - 1)
-        out = [map_coordinates(self.values[..., k], coords, order=1) for k in range(3)]
-        return np.stack(out, axis=-1).reshape(rgb.shape).astype(np.float32)
+        u = np.stack([np.interp(rgb[..., k], v, self.shaper[k]) for k in range(3)], axis=-1)
+        flat_values = self.values.reshape(-1, 3)
+        corners = tetrahedral_corners(np.clip(u.reshape(-1, 3), 0, 1) * (size - 1), size)
+        out = sum(flat_values[idx] * w[:, None] for idx, w in corners)
+        return out.reshape(rgb.shape).astype(np.float32)
 
 
 SHAPER_SIZE = 1024
@@ -205,7 +228,7 @@ REFINE_MIN_WEIGHT = 2.0
 def _splat(
     corners: list[tuple[np.ndarray, np.ndarray]], values: np.ndarray, size: int
 ) -> np.ndarray:
-    """(C, size^3) trilinear splat of (N, C) sample values onto the grid."""
+    """(C, size^3) splat of (N, C) sample values onto the grid (the adjoint of interpolation)."""
     out = np.zeros((values.shape[1], size**3))
     for idx, w in corners:
         for k in range(values.shape[1]):
@@ -219,11 +242,11 @@ def bake_lut(
     """Bake a colour map, known at the content's own colours, into a LUT.
 
     Evaluating a model at the grid nodes would extrapolate it far outside the data (a
-    greyscale photo has no samples off the grey axis, yet trilinear lookups there blend
-    in off-axis nodes). Instead each sample's displacement (mapped - original RGB) is
-    splatted trilinearly onto the grid; nodes without content nearby take the displacement
-    of the nearest node that has some. The result is smooth (regularised
-    transport) and close to exact where the content's colours are.
+    greyscale photo has no samples off the grey axis). Instead each sample's displacement
+    (mapped - original RGB) is splatted onto the grid with tetrahedral weights; nodes
+    without content nearby take the displacement of the nearest node that has some. The
+    result is smooth (regularised transport) and close to exact where the content's
+    colours are.
 
     rgb_samples: (N, 3) float32 content RGB in [0, 1] (after the tone stage).
     mapped_rgb: (N, 3) float32 where the map sends them (any range; clipped to -0.25..1.25).
@@ -233,13 +256,8 @@ def bake_lut(
 
     v = np.linspace(0.0, 1.0, SHAPER_SIZE)
     u = np.stack([np.interp(rgb_samples[:, k], v, shaper[k]) for k in range(3)], axis=1)
-    pos = np.clip(u, 0, 1) * (size - 1)
-    base = np.minimum(pos.astype(int), size - 2)
-    frac = pos - base
-    corners = []  # (flat node index, trilinear weight) of each sample, per cube corner
-    for corner in np.ndindex(2, 2, 2):
-        w = np.prod(np.where(corner, frac, 1 - frac), axis=1)
-        corners.append((np.ravel_multi_index((base + corner).T, (size, size, size)), w))
+    # (flat node index, weight) of each sample at each of its tetrahedron's corners
+    corners = tetrahedral_corners(np.clip(u, 0, 1) * (size - 1), size)
     weights = _splat(corners, np.ones((len(rgb_samples), 1)), size)[0].reshape((size,) * 3)
     sums = _splat(corners, displacement, size).reshape((3, size, size, size))
 
@@ -258,7 +276,7 @@ def bake_lut(
         far = np.stack([gaussian_filter(field[k][nearest], 1.5, mode="nearest") for k in range(3)])
         return alpha * field + (1 - alpha) * far
 
-    # Splatting is the adjoint of trilinear interpolation, not its inverse: it blurs. A few
+    # Splatting is the adjoint of interpolation, not its inverse: it blurs. A few
     # Landweber steps (re-splat what interpolation still misses) make the LUT reproduce
     # its samples in the least-squares sense where they are dense; the fill then follows.
     field = fill(near).reshape(3, -1)

@@ -9,7 +9,7 @@ and output buffers.
 Per pixel, in order (values are sRGB-encoded floats in [0, 1]):
 1. two-scale tone: luma Y = base + detail, where base is an edge-preserving (guided
    filter) smoothing of Y; Y' = curve(base) + gain * detail, added equally to R, G, B;
-2. colour: per-channel shaper, then trilinear lookup in the 3D LUT;
+2. colour: per-channel shaper, then tetrahedral lookup in the 3D LUT;
 3. face guard (inside the soft face mask): limit hue rotation, chroma change and luma gain
    relative to the original pixel, in YCbCr;
 4. keep-mask (directive "keep the original background"): blend back to the original;
@@ -107,12 +107,52 @@ def _hash01(a: int, b: int, seed: int) -> float:
 
 
 @numba.njit(cache=True, inline="always")
-def _trilinear(lut, ir, ig, ib, tr, tg, tb, k):  # fmt: skip
-    c00 = lut[ir, ig, ib, k] * (1 - tb) + lut[ir, ig, ib + 1, k] * tb
-    c01 = lut[ir, ig + 1, ib, k] * (1 - tb) + lut[ir, ig + 1, ib + 1, k] * tb
-    c10 = lut[ir + 1, ig, ib, k] * (1 - tb) + lut[ir + 1, ig, ib + 1, k] * tb
-    c11 = lut[ir + 1, ig + 1, ib, k] * (1 - tb) + lut[ir + 1, ig + 1, ib + 1, k] * tb
-    return (c00 * (1 - tg) + c01 * tg) * (1 - tr) + (c10 * (1 - tg) + c11 * tg) * tr
+def _tetrahedral(lut, ir, ig, ib, tr, tg, tb, k):  # fmt: skip
+    # Same rule as colour.tetrahedral_corners: walk from the base corner along the axes in
+    # order of decreasing fractional part; neutral colours stay on the cube's diagonal.
+    c000 = lut[ir, ig, ib, k]
+    c111 = lut[ir + 1, ig + 1, ib + 1, k]
+    if tr >= tg:
+        if tg >= tb:
+            return (
+                (1 - tr) * c000
+                + (tr - tg) * lut[ir + 1, ig, ib, k]
+                + (tg - tb) * lut[ir + 1, ig + 1, ib, k]
+                + tb * c111
+            )
+        if tr >= tb:
+            return (
+                (1 - tr) * c000
+                + (tr - tb) * lut[ir + 1, ig, ib, k]
+                + (tb - tg) * lut[ir + 1, ig, ib + 1, k]
+                + tg * c111
+            )
+        return (
+            (1 - tb) * c000
+            + (tb - tr) * lut[ir, ig, ib + 1, k]
+            + (tr - tg) * lut[ir + 1, ig, ib + 1, k]
+            + tg * c111
+        )
+    if tb > tg:
+        return (
+            (1 - tb) * c000
+            + (tb - tg) * lut[ir, ig, ib + 1, k]
+            + (tg - tr) * lut[ir, ig + 1, ib + 1, k]
+            + tr * c111
+        )
+    if tb > tr:
+        return (
+            (1 - tg) * c000
+            + (tg - tb) * lut[ir, ig + 1, ib, k]
+            + (tb - tr) * lut[ir, ig + 1, ib + 1, k]
+            + tr * c111
+        )
+    return (
+        (1 - tg) * c000
+        + (tg - tr) * lut[ir, ig + 1, ib, k]
+        + (tr - tb) * lut[ir + 1, ig + 1, ib, k]
+        + tb * c111
+    )
 
 
 @numba.njit(cache=True, inline="always")
@@ -155,15 +195,15 @@ def _render(
             dy = _curve(base_curve, base) + gain * (y0 - base) - y0
             r, g, b = r0 + dy, g0 + dy, b0 + dy
 
-            # 2. colour LUT, trilinear
+            # 2. colour LUT, tetrahedral
             pr = _curve(shaper[0], r) * (S - 1)
             pg = _curve(shaper[1], g) * (S - 1)
             pb = _curve(shaper[2], b) * (S - 1)
             ir, ig, ib = min(int(pr), S - 2), min(int(pg), S - 2), min(int(pb), S - 2)
             tr, tg, tb = pr - ir, pg - ig, pb - ib
-            c_r = _trilinear(lut, ir, ig, ib, tr, tg, tb, 0)
-            c_g = _trilinear(lut, ir, ig, ib, tr, tg, tb, 1)
-            c_b = _trilinear(lut, ir, ig, ib, tr, tg, tb, 2)
+            c_r = _tetrahedral(lut, ir, ig, ib, tr, tg, tb, 0)
+            c_g = _tetrahedral(lut, ir, ig, ib, tr, tg, tb, 1)
+            c_b = _tetrahedral(lut, ir, ig, ib, tr, tg, tb, 2)
 
             # 3. face guard in YCbCr, relative to the original pixel
             if m_face > 0.0:
