@@ -102,3 +102,27 @@ def test_directives_change_the_output(engine, astronaut, reference):
 def test_style_strength_zero_is_nearly_the_input(engine, astronaut, reference):
     [out] = engine.remix(request(astronaut, reference, style_strength=0.0, prompt="no grain"))
     assert np.abs(out.image.astype(int) - astronaut.astype(int)).mean() < 2
+
+
+def test_keep_the_original_background_restyles_only_the_person(engine, grace_hopper, reference):
+    faces = detect_faces(grace_hopper)
+    size = (512, 600)
+    [plain] = engine.remix(request(grace_hopper, reference, faces=faces, output_size=size))
+    [kept] = engine.remix(
+        request(
+            grace_hopper,
+            reference,
+            faces=faces,
+            output_size=size,
+            prompt="keep the original background",
+        )
+    )
+    assert "background kept" in kept.report.applied["keep_background"]
+    corner = (slice(0, 60), slice(0, 60))  # background, top left
+    uniform = (slice(420, 480), slice(220, 300))  # her uniform, below the face
+
+    def change(out, region):
+        return np.abs(out.image[region].astype(int) - grace_hopper[region].astype(int)).mean()
+
+    assert change(kept, corner) < 0.3 * change(plain, corner)
+    assert change(kept, uniform) > 0.5 * change(plain, uniform)
