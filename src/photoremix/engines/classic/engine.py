@@ -118,6 +118,7 @@ class ClassicEngine:
                 coef_b,
                 face_mask,
                 keep_mask,
+                request.output_size,
             )
             image = render(content, plan)
             applied.update(faces_guarded=len(faces), keep_background=keep_note)
@@ -163,6 +164,7 @@ class ClassicEngine:
         coef_b: np.ndarray,
         face_mask: np.ndarray,
         keep_mask: np.ndarray,
+        output_size: tuple[int, int],
     ) -> tuple[RenderPlan, dict]:
         strength = float(
             np.clip(base_strength * variation.strength * directives.strength, 0.0, 1.6)
@@ -186,9 +188,8 @@ class ClassicEngine:
         grain_curve = look.grain.curve * grain_scale
         if directives.grain is True and float(np.median(grain_curve)) < 0.01:
             grain_curve = np.maximum(grain_curve, 0.015)  # asked for grain on a clean reference
-        output_long_side = max(face_mask.shape) if face_mask.shape[0] > 1 else max(coef_a.shape) * 4
         rng = np.random.default_rng(seed)
-        template = grain_template(look.grain, output_long_side, GRAIN_TEMPLATE_SIZE, seed)
+        template = grain_template(look.grain, max(output_size), GRAIN_TEMPLATE_SIZE, seed)
         vignette = (
             0.0
             if directives.keep_lighting
@@ -227,6 +228,7 @@ class ClassicEngine:
             "monotone_lightness": look.lightness_weight,
             "detail_gain": round(float(detail_gain), 3),
             "grain_std": round(float(np.median(grain_curve)) * 255, 2),
+            "reference_grain_std": round(look.reference_grain * 255, 2),
             "vignette": round(float(vignette), 3),
             "directives": [
                 {"clause": m.clause, "settings": dict(m.settings)} for m in directives.matched
