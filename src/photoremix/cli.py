@@ -147,13 +147,15 @@ def remix(
         report.write_text(json.dumps([asdict(o.report) for o in outputs], indent=2))
 
 
-def _register_optional_commands() -> None:
+def _register_subcommands() -> None:
+    from photoremix.commands.keys import keys_group
     from photoremix.evaluation.command import eval_command
 
     main.add_command(eval_command, name="eval")
+    main.add_command(keys_group, name="keys")
 
 
-_register_optional_commands()
+_register_subcommands()
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,1 @@
+"""Click command groups registered on the ``photoremix`` CLI (thin shells over services)."""

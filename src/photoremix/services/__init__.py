@@ -1,0 +1,1 @@
+"""Business rules over the persistence layer: accounts, API keys and prepaid billing."""

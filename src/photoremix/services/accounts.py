@@ -1,0 +1,262 @@
+"""Accounts and API keys.
+
+Every function works inside the caller's session and transaction and only flushes: the
+caller commits (or rolls back), so a request's reads and writes form one transaction.
+
+A key is 43 URL-safe characters (32 random bytes). Only its SHA-256 is stored, next to its
+first 8 characters (the *prefix*), which identify it in listings and narrow the lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from photoremix.persistence.models import CENT, Account, ApiKey, LedgerEntry, utcnow
+
+KEY_BYTES: Final = 32
+PREFIX_LENGTH: Final = 8
+MAX_AMOUNT: Final = Decimal("1000000000.00")  # far below the 64-bit cents limit
+
+
+class AccountError(Exception):
+    """A request about accounts, keys or money was refused; the message is for people."""
+
+
+class UnknownKey(AccountError):  # noqa: N818 (name fixed by the service spec)
+    """No key matches (the API answers 401)."""
+
+
+class RevokedKey(AccountError):  # noqa: N818 (name fixed by the service spec)
+    """The key exists but was revoked (the API answers 401)."""
+
+
+class AmbiguousKey(AccountError):  # noqa: N818 (named like UnknownKey)
+    """A prefix matches several keys."""
+
+
+class UnknownAccount(AccountError):  # noqa: N818 (named like UnknownKey)
+    """No account has this id."""
+
+
+class InvalidAmount(AccountError, ValueError):  # noqa: N818 (named like UnknownKey)
+    """An amount of money is not a positive number of whole cents."""
+
+
+def parse_money(value: Decimal | str | int, *, allow_zero: bool = False) -> Decimal:
+    """``value`` as dollars with two decimal places; raise ``InvalidAmount`` otherwise.
+
+    Accepts ``Decimal``, ``int`` or a string such as ``"10"`` or ``"0.15"``; refuses
+    ``float`` (binary floats cannot hold most cent amounts), sub-cent, negative, non-finite
+    and absurdly large amounts.
+    """
+    if isinstance(value, float | bool):
+        raise InvalidAmount(f"amount must be a decimal string or Decimal, not {value!r}")
+    try:
+        amount = Decimal(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise InvalidAmount(f"{value!r} is not an amount of money (e.g. 10.00)") from None
+    if not amount.is_finite():
+        raise InvalidAmount(f"{value!r} is not an amount of money (e.g. 10.00)")
+    if amount != amount.quantize(CENT):
+        raise InvalidAmount(f"{value} has fractions of a cent; use at most two decimals")
+    if amount < 0 or (amount == 0 and not allow_zero):
+        raise InvalidAmount(
+            f"amount must be {'zero or ' if allow_zero else ''}positive, got {value}"
+        )
+    if amount > MAX_AMOUNT:
+        raise InvalidAmount(f"amount {value} is larger than {MAX_AMOUNT}")
+    return amount.quantize(CENT)
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 hex of a key: a fast hash suffices because keys carry 256 random bits."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What may be shown about a key: never the key itself."""
+
+    id: str
+    prefix: str
+    account_id: str
+    account_name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def get_account(session: Session, account_id: str) -> Account:
+    account = session.get(Account, account_id)
+    if account is None:
+        raise UnknownAccount(f"no account with id {account_id!r}")
+    return account
+
+
+def create_account(
+    session: Session, name: str, credit: Decimal | str | int = Decimal("0.00")
+) -> tuple[Account, str]:
+    """A new account with ``credit`` (a ledger ``credit`` row if non-zero) and one key.
+
+    Returns the account and the plaintext key, which is not stored and cannot be shown again.
+    """
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise AccountError("account name must be 1 to 200 characters")
+    amount = parse_money(credit, allow_zero=True)
+    account = Account(name=name, balance=Decimal("0.00"))
+    session.add(account)
+    session.flush()
+    if amount:
+        add_credit(session, account.id, amount, note="starting credit")
+    _, key = create_key(session, account.id)
+    return account, key
+
+
+def create_key(session: Session, account_id: str) -> tuple[ApiKey, str]:
+    """A new key for an existing account; returns the row and the plaintext key."""
+    get_account(session, account_id)
+    key = secrets.token_urlsafe(KEY_BYTES)
+    api_key = ApiKey(account_id=account_id, prefix=key[:PREFIX_LENGTH], key_hash=hash_key(key))
+    session.add(api_key)
+    session.flush()
+    return api_key, key
+
+
+def authenticate(session: Session, key: str) -> Account:
+    """The account owning ``key``; raise ``UnknownKey`` or ``RevokedKey``."""
+    if not isinstance(key, str) or len(key) < PREFIX_LENGTH + 1:
+        raise UnknownKey("invalid API key")
+    presented_hash = hash_key(key)
+    candidates = session.scalars(select(ApiKey).where(ApiKey.prefix == key[:PREFIX_LENGTH]))
+    # Compare hashes in constant time rather than letting the index compare the secret.
+    match = next((c for c in candidates if hmac.compare_digest(c.key_hash, presented_hash)), None)
+    if match is None:
+        raise UnknownKey("invalid API key")
+    if match.revoked_at is not None:
+        raise RevokedKey(f"API key {match.prefix}... was revoked")
+    return get_account(session, match.account_id)
+
+
+def _find_key(session: Session, key_id_or_prefix: str) -> ApiKey:
+    """A key by its id, its full plaintext, or an unambiguous prefix (at least 4 chars)."""
+    text = key_id_or_prefix.strip()
+    by_id = session.get(ApiKey, text)
+    if by_id is not None:
+        return by_id
+    by_hash = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(text))).first()
+    if by_hash is not None:
+        return by_hash
+    if len(text) < 4 or len(text) > PREFIX_LENGTH:
+        raise UnknownKey(f"no key matches {text!r} (give its id, prefix or the key itself)")
+    matches = session.scalars(select(ApiKey).where(ApiKey.prefix.startswith(text))).all()
+    if not matches:
+        raise UnknownKey(f"no key matches {text!r} (give its id, prefix or the key itself)")
+    if len(matches) > 1:
+        raise AmbiguousKey(f"{len(matches)} keys start with {text!r}; give the key id instead")
+    return matches[0]
+
+
+def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey:
+    """Revoke a key (by id, plaintext or prefix); revoking twice keeps the first time."""
+    api_key = _find_key(session, key_id_or_prefix)
+    if api_key.revoked_at is None:
+        api_key.revoked_at = utcnow()
+        session.flush()
+    return api_key
+
+
+def list_keys(session: Session, account_id: str | None = None) -> list[KeyInfo]:
+    """All keys (of one account if given), oldest first."""
+    query = (
+        select(ApiKey, Account.name)
+        .join(Account, Account.id == ApiKey.account_id)
+        .order_by(ApiKey.created_at, ApiKey.id)
+    )
+    if account_id is not None:
+        query = query.where(ApiKey.account_id == account_id)
+    return [
+        KeyInfo(
+            id=api_key.id,
+            prefix=api_key.prefix,
+            account_id=api_key.account_id,
+            account_name=name,
+            created_at=api_key.created_at,
+            revoked_at=api_key.revoked_at,
+        )
+        for api_key, name in session.execute(query)
+    ]
+
+
+def add_credit(
+    session: Session,
+    account_id: str,
+    amount: Decimal | str | int,
+    note: str = "",
+    reference: str | None = None,
+) -> LedgerEntry:
+    """Add prepaid credit: one ``credit`` ledger row and the balance, in one transaction."""
+    credit = parse_money(amount)
+    return _move_balance(session, account_id, credit, "credit", note=note, reference=reference)
+
+
+def _move_balance(
+    session: Session,
+    account_id: str,
+    amount: Decimal,
+    kind: str,
+    *,
+    note: str = "",
+    reference: str | None = None,
+    closes_reservation_id: int | None = None,
+) -> LedgerEntry:
+    """Add ``amount`` (signed) to the balance in SQL and record the ledger row.
+
+    Callers that take money out guard against overdraft themselves (billing.reserve).
+    """
+    result = session.execute(
+        update(Account)
+        .where(Account.id == account_id)
+        .values(balance=Account.balance + amount)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise UnknownAccount(f"no account with id {account_id!r}")
+    return _record(session, account_id, amount, kind, note, reference, closes_reservation_id)
+
+
+def _record(
+    session: Session,
+    account_id: str,
+    amount: Decimal,
+    kind: str,
+    note: str,
+    reference: str | None,
+    closes_reservation_id: int | None,
+) -> LedgerEntry:
+    """Write the ledger row for a balance change already applied in this transaction."""
+    # Read the balance the UPDATE produced; a loaded Account object still holds the old one.
+    balance = session.scalar(select(Account.balance).where(Account.id == account_id))
+    account = session.get(Account, account_id)
+    if account is not None:
+        session.expire(account, ["balance"])  # reloaded on next access
+    entry = LedgerEntry(
+        account_id=account_id,
+        kind=kind,
+        amount=amount,
+        balance_after=balance,
+        reference=reference,
+        note=note,
+        closes_reservation_id=closes_reservation_id,
+    )
+    session.add(entry)
+    session.flush()
+    return entry

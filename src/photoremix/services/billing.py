@@ -1,0 +1,181 @@
+"""Prepaid billing: reserve the worst case before work, settle or refund after.
+
+Ledger rows for one job (amounts signed, dollars)::
+
+    reserve  -0.45   the worst case (3 outputs x 0.15) leaves the balance up front
+    settle    0.00   closes the reservation; the note says what was charged (0.27)
+    refund   +0.18   what was reserved but not charged
+
+so the balance moves by exactly the charge, and ``sum(ledger) == balance`` always.
+A failed or timed-out job is closed by one ``refund`` row of the whole reservation.
+
+Like ``accounts``, these functions only flush: the caller commits. Commit the reservation
+before starting the work, so that the money is held while the work runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from photoremix.persistence.models import Account, LedgerEntry
+from photoremix.services.accounts import (
+    AccountError,
+    InvalidAmount,
+    _move_balance,
+    _record,
+    get_account,
+    parse_money,
+)
+from photoremix.settings import Settings
+
+
+class InsufficientBalance(AccountError):  # noqa: N818 (name fixed by the service spec)
+    """The balance does not cover the reservation (the API answers 402)."""
+
+    def __init__(self, balance: Decimal, required: Decimal) -> None:
+        super().__init__(
+            f"Insufficient prepaid credit balance: {required} required, {balance} available."
+        )
+        self.balance = balance
+        self.required = required
+
+
+class ReservationClosed(AccountError):  # noqa: N818 (named like UnknownKey)
+    """The reservation was already settled or refunded."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Money held for one job; close it exactly once with ``settle`` or ``refund``."""
+
+    account_id: str
+    amount: Decimal
+    reference: str | None
+    ledger_entry_id: int  # the ``reserve`` row
+
+
+def price_for(outputs: int, recognised_outputs: int, settings: Settings) -> Decimal:
+    """The charge for ``outputs`` images, ``recognised_outputs`` of them with a profile."""
+    if outputs < 0 or not 0 <= recognised_outputs <= outputs:
+        raise ValueError(
+            f"need 0 <= recognised_outputs <= outputs, got {recognised_outputs} and {outputs}"
+        )
+    return (
+        outputs - recognised_outputs
+    ) * settings.price_per_output + recognised_outputs * settings.price_per_recognised_output
+
+
+def worst_case_price(outputs: int, settings: Settings) -> Decimal:
+    """What to reserve before work: every output priced as recognised."""
+    return price_for(outputs, outputs, settings)
+
+
+def reserve(
+    session: Session, account_id: str, amount: Decimal | str, reference: str | None = None
+) -> Reservation:
+    """Hold ``amount`` from the balance; raise ``InsufficientBalance`` writing nothing.
+
+    One conditional UPDATE (``... WHERE balance >= amount``) both checks and takes the
+    money, so concurrent reservations cannot overdraw on SQLite or PostgreSQL.
+    """
+    held = parse_money(amount)
+    result = session.execute(
+        update(Account)
+        .where(Account.id == account_id, Account.balance >= held)
+        .values(balance=Account.balance - held)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        balance = get_account(session, account_id).balance  # raises UnknownAccount
+        raise InsufficientBalance(balance=balance, required=held)
+    entry = _record(
+        session,
+        account_id,
+        -held,
+        "reserve",
+        note="",
+        reference=reference,
+        closes_reservation_id=None,
+    )
+    return Reservation(
+        account_id=account_id, amount=held, reference=reference, ledger_entry_id=entry.id
+    )
+
+
+def settle(session: Session, reservation: Reservation, charged: Decimal | str) -> LedgerEntry:
+    """Charge ``charged`` (at most the reserved amount) and refund the rest.
+
+    Returns the ``settle`` row; raises ``ReservationClosed`` if already settled/refunded.
+    """
+    charge = parse_money(charged, allow_zero=True)
+    if charge > reservation.amount:
+        raise InvalidAmount(f"cannot charge {charge}: only {reservation.amount} was reserved")
+    settle_row = _close(
+        session,
+        reservation,
+        kind="settle",
+        amount=Decimal("0.00"),  # the money already left the balance at reserve time
+        note=f"charged {charge} of {reservation.amount} reserved",
+    )
+    rest = reservation.amount - charge
+    if rest:
+        _move_balance(
+            session,
+            reservation.account_id,
+            rest,
+            "refund",
+            note=f"unused part of reservation {reservation.ledger_entry_id}",
+            reference=reservation.reference,
+        )
+    return settle_row
+
+
+def refund(session: Session, reservation: Reservation, note: str = "") -> LedgerEntry:
+    """Return the whole reservation (failure or timeout); one ``refund`` row."""
+    return _close(
+        session,
+        reservation,
+        kind="refund",
+        amount=reservation.amount,
+        note=note or f"refund of reservation {reservation.ledger_entry_id}",
+    )
+
+
+def _close(
+    session: Session, reservation: Reservation, *, kind: str, amount: Decimal, note: str
+) -> LedgerEntry:
+    # The unique closes_reservation_id makes a second close fail inside the database,
+    # even when two processes try at once.
+    try:
+        with session.begin_nested():
+            return _move_balance(
+                session,
+                reservation.account_id,
+                amount,
+                kind,
+                note=note,
+                reference=reservation.reference,
+                closes_reservation_id=reservation.ledger_entry_id,
+            )
+    except IntegrityError:
+        raise ReservationClosed(
+            f"reservation {reservation.ledger_entry_id} was already settled or refunded"
+        ) from None
+
+
+def recent_ledger(session: Session, account_id: str, limit: int = 50) -> list[LedgerEntry]:
+    """The account's newest ledger rows, newest first."""
+    get_account(session, account_id)
+    return list(
+        session.scalars(
+            select(LedgerEntry)
+            .where(LedgerEntry.account_id == account_id)
+            .order_by(LedgerEntry.id.desc())
+            .limit(limit)
+        )
+    )

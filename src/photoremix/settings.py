@@ -1,0 +1,161 @@
+"""One typed settings object shared by every command (``serve``, ``keys``, ...).
+
+Values come, highest priority first, from:
+
+1. environment variables prefixed ``PHOTOREMIX_`` (e.g. ``PHOTOREMIX_DATA_DIR``); the
+   database URL is also read from the conventional ``DATABASE_URL``;
+2. an optional ``.env``-style file named by ``PHOTOREMIX_SETTINGS_FILE`` (lines such as
+   ``PHOTOREMIX_STARTING_CREDIT=5.00``);
+3. the defaults documented on each field below.
+
+Money is ``Decimal`` with at most two decimal places, never ``float``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Final
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SETTINGS_FILE_ENV: Final = "PHOTOREMIX_SETTINGS_FILE"
+SIGNING_SECRET_FILE: Final = "signing-secret"
+DATABASE_FILE: Final = "photoremix.db"
+_GENERATED_SECRET_BYTES: Final = 32
+
+# Non-negative amounts in whole cents: what the ledger can store exactly.
+Price = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2, allow_inf_nan=False)]
+
+
+class SettingsError(Exception):
+    """The settings cannot be loaded; the message names the variable or file to fix."""
+
+
+class Settings(BaseSettings):
+    """Operator settings. Each field is set by the environment variable ``PHOTOREMIX_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PHOTOREMIX_",
+        env_file=None,  # chosen per load from $PHOTOREMIX_SETTINGS_FILE, see load_settings()
+        env_file_encoding="utf-8",
+        extra="ignore",  # other PHOTOREMIX_* variables belong to other parts of the service
+        frozen=True,
+    )
+
+    data_dir: Path = Field(
+        default=Path("photoremix-data"),
+        description=(
+            "Folder for the SQLite database, the generated signing secret and stored outputs. "
+            "Relative paths are taken from the working directory. Default: ./photoremix-data."
+        ),
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PHOTOREMIX_DATABASE_URL", "DATABASE_URL"),
+        description=(
+            "SQLAlchemy URL of the database (e.g. postgresql+psycopg://user:pw@host/db). "
+            "Also read from DATABASE_URL. Default: SQLite in WAL mode at "
+            "<data_dir>/photoremix.db."
+        ),
+    )
+    signing_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Secret for signed download URLs (at least 16 characters); must be the same on "
+            "every server instance. Default: 32 random bytes generated once and kept in "
+            "<data_dir>/signing-secret (mode 0600)."
+        ),
+    )
+    starting_credit: Price = Field(
+        default=Decimal("10.00"),
+        description="Prepaid credit in dollars given to a new account by `photoremix keys create`.",
+    )
+    price_per_output: Price = Field(
+        default=Decimal("0.12"),
+        description="Dollars charged per output image in which no profile was recognised.",
+    )
+    price_per_recognised_output: Price = Field(
+        default=Decimal("0.15"),
+        description=(
+            "Dollars charged per output image in which a profile was recognised; also the "
+            "worst case reserved per requested output before work starts."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.database_url is None:
+            # frozen model: set the derived default the way pydantic itself would.
+            database_path = self.data_dir.expanduser().resolve() / DATABASE_FILE
+            object.__setattr__(self, "database_url", f"sqlite:///{database_path}")
+        if self.price_per_recognised_output < self.price_per_output:
+            raise ValueError(
+                "price_per_recognised_output must be at least price_per_output, because it is "
+                "the worst case reserved before work"
+            )
+        if self.signing_secret is not None and len(self.signing_secret.get_secret_value()) < 16:
+            raise ValueError("signing_secret must be at least 16 characters")
+        return self
+
+    def signing_secret_bytes(self) -> bytes:
+        """The URL signing secret: the configured one, else the one generated in ``data_dir``.
+
+        The generated secret is created on first use with permissions 0600 and read back on
+        later calls, so every process using the same ``data_dir`` signs alike.
+        """
+        if self.signing_secret is not None:
+            return self.signing_secret.get_secret_value().encode("utf-8")
+        path = self.data_dir.expanduser() / SIGNING_SECRET_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: when two processes start at once, exactly one creates the file.
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return _read_secret_file(path)
+        secret = secrets.token_bytes(_GENERATED_SECRET_BYTES)
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(secret.hex() + "\n")
+        return secret
+
+
+def _read_secret_file(path: Path) -> bytes:
+    try:
+        secret = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except ValueError:
+        secret = b""
+    if len(secret) < 16:
+        raise SettingsError(f"{path} is corrupt: delete it to generate a new one")
+    return secret
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment and ``$PHOTOREMIX_SETTINGS_FILE`` (uncached)."""
+    settings_file = os.environ.get(SETTINGS_FILE_ENV)
+    if settings_file and not Path(settings_file).is_file():
+        raise SettingsError(f"{SETTINGS_FILE_ENV} names {settings_file!r}, which is not a file")
+    try:
+        return Settings(_env_file=settings_file or None)  # type: ignore[call-arg]
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{_variable_name(problem['loc'])}: {problem['msg']}" for problem in error.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None
+
+
+def _variable_name(location: tuple[int | str, ...]) -> str:
+    """The environment variable an error is about, e.g. ``PHOTOREMIX_PRICE_PER_OUTPUT``."""
+    if not location:
+        return "settings"
+    name = str(location[0]).upper()
+    return name if name.startswith("PHOTOREMIX_") else f"PHOTOREMIX_{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once (``get_settings.cache_clear()`` reloads)."""
+    return load_settings()
