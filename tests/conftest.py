@@ -30,6 +30,17 @@ def grace_hopper() -> np.ndarray:
         return np.asarray(Image.open(f).convert("RGB"))
 
 
+@pytest.fixture
+def database(tmp_path: Path):  # -> sqlalchemy Engine
+    """A migrated SQLite database in a fresh folder, disposed after the test."""
+    from photoremix.persistence import make_engine, migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db' / 'photoremix.db'}")
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def photos_dir() -> Path:
     """../shared/data/photos, from $PHOTOREMIX_PHOTOS_DIR; the test is skipped without it."""

@@ -30,11 +30,8 @@ from photoremix.services.accounts import (
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db' / 'photoremix.db'}")
-    migrate(engine)
-    yield engine
-    engine.dispose()
+def engine(database: Engine) -> Engine:
+    return database  # conftest's migrated SQLite database, under this file's usual name
 
 
 def test_migrations_create_schema_on_empty_file_and_are_idempotent(tmp_path: Path) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from photoremix.persistence import Account, LedgerEntry, make_engine, migrate
+from photoremix.persistence import Account, LedgerEntry
 from photoremix.services.accounts import create_account
 from photoremix.services.billing import (
     InsufficientBalance,
@@ -26,11 +25,8 @@ from photoremix.settings import Settings
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path / 'photoremix.db'}")
-    migrate(engine)
-    yield engine
-    engine.dispose()
+def engine(database: Engine) -> Engine:
+    return database  # conftest's migrated SQLite database, under this file's usual name
 
 
 def _account(engine: Engine, credit: str) -> str:

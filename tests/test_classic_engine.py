@@ -126,3 +126,25 @@ def test_keep_the_original_background_restyles_only_the_person(engine, grace_hop
 
     assert change(kept, corner) < 0.3 * change(plain, corner)
     assert change(kept, uniform) > 0.5 * change(plain, uniform)
+
+
+def test_keep_skin_tones_tightens_the_face_guard(engine, astronaut, reference):
+    faces = detect_faces(astronaut)[:1]
+    [plain] = engine.remix(request(astronaut, reference, faces=faces, prompt="no grain"))
+    [kept] = engine.remix(
+        request(astronaut, reference, faces=faces, prompt="keep the skin tones, no grain")
+    )
+    left, top, right, bottom = faces[0].box  # 512x512 in, 512x512 out: same coordinates
+    face = (slice(top, bottom), slice(left, right))
+
+    def change(out):
+        return np.abs(out.image[face].astype(int) - astronaut[face].astype(int)).mean()
+
+    assert change(kept) < 0.8 * change(plain)
+
+
+def test_a_flat_colour_reference_works(engine, astronaut):
+    flat = np.full((200, 300, 3), (40, 90, 160), np.uint8)
+    [out] = engine.remix(request(astronaut, flat))
+    assert out.image.shape == (512, 512, 3)
+    assert out.report.applied["grain_std"] == 0.0

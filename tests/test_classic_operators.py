@@ -159,6 +159,7 @@ def test_grain_is_measured_from_flat_regions(sigma: float):
     assert 4 / 255 * 0.7 < model.amount < 4 / 255 * 1.3
     assert (model.sigma > 0.4) == bool(sigma)
     assert grain.estimate_grain(clean.astype(np.uint8)).amount == 0.0
+    assert grain.estimate_grain(np.full((300, 400, 3), 90, np.uint8)).amount == 0.0  # flat
 
 
 def test_grain_template_is_unit_variance_and_seeded():

@@ -6,8 +6,10 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import NoReturn
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -17,12 +19,12 @@ from photoremix.imaging import ImageError, decode_image, encode_image, output_si
 console = Console(stderr=True, soft_wrap=True)  # no wrapping inside file paths
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}")
     sys.exit(code)
 
 
-def _load(path: Path, role: str):  # -> np.ndarray
+def _load(path: Path, role: str) -> np.ndarray:
     try:
         return decode_image(path)
     except FileNotFoundError:

@@ -189,7 +189,10 @@ class ClassicEngine:
         if directives.grain is True and float(np.median(grain_curve)) < 0.01:
             grain_curve = np.maximum(grain_curve, 0.015)  # asked for grain on a clean reference
         rng = np.random.default_rng(seed)
-        template = grain_template(look.grain, max(output_size), GRAIN_TEMPLATE_SIZE, seed)
+        if np.any(grain_curve > 0):
+            template = grain_template(look.grain, max(output_size), GRAIN_TEMPLATE_SIZE, seed)
+        else:  # a clean reference: skip synthesising noise that would be multiplied by 0
+            template = np.zeros((1, 1, 3), np.float32)
         vignette = (
             0.0
             if directives.keep_lighting

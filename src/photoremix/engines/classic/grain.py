@@ -9,6 +9,7 @@ spatial correlation (summarised as the sigma of a Gaussian that colours white no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import cv2
 import numpy as np
@@ -62,9 +63,11 @@ def _high_pass(image: np.ndarray) -> np.ndarray:
     return image - cv2.GaussianBlur(image, (0, 0), RESIDUAL_SIGMA)
 
 
+@cache
 def _residual_gain(sigma: float) -> float:
     """Std of the residual of unit-std noise coloured by a Gaussian of ``sigma``: the
-    residual keeps less of coarser grain, so its std is divided by this."""
+    residual keeps less of coarser grain, so its std is divided by this. Cached: callers
+    pass sigma rounded to 0.05, and the answer only depends on it."""
     noise = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
     if sigma > 0.3:
         noise = cv2.GaussianBlur(noise, (0, 0), sigma)
@@ -104,9 +107,10 @@ def estimate_grain(image: np.ndarray) -> GrainModel:
     # Spatial correlation from the lag-1 autocorrelation of the flat residual: Gaussian-
     # filtered white noise with sigma s has lag-1 autocorrelation exp(-1 / (4 s^2)).
     a, b = flat_res[:, :, :-1].ravel(), flat_res[:, :, 1:].ravel()
-    rho = float(np.corrcoef(a, b)[0, 1]) if a.size > 16 else 0.0
+    rho = float(np.corrcoef(a, b)[0, 1]) if a.size > 16 and a.std() > 0 and b.std() > 0 else 0.0
     sigma = 0.0 if rho <= 0.05 else float(np.clip(1 / (2 * np.sqrt(-np.log(min(rho, 0.95)))), 0, 3))
 
+    sigma = round(sigma * 20) / 20
     stds = stds / _residual_gain(sigma)
 
     centres = (np.arange(CURVE_POINTS) + 0.5) / CURVE_POINTS

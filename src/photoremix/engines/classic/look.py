@@ -3,7 +3,7 @@
 A ``Look`` holds everything measured (colour LUT, tone fit, grain, vignette) at full
 strength. ``Look.lut_for`` then derives the LUT for one variation: scaled strength and the
 prompt's colour directives (warmth, brightness, contrast, black and white, keep colours,
-keep lighting), all applied to the 33^3 grid rather than to pixels.
+keep lighting), all applied to the LUT's grid nodes rather than to pixels.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ PROBE_LONG_SIDE = 192
 
 
 def thumbnail(image: np.ndarray, long_side: int = ANALYSIS_LONG_SIDE) -> np.ndarray:
-    """(H, W, 3) uint8 -> float32 [0, 1] copy with the long side at most ``long_side``."""
+    """(H, W, 3) uint8, or float in [0, 1] -> float32 [0, 1] copy with the long side at
+    most ``long_side``."""
     h, w = image.shape[:2]
     scale = min(1.0, long_side / max(h, w))
     if scale < 1.0:
         image = cv2.resize(
             image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
         )
-    return image.astype(np.float32) / 255.0
+    return image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
 
 
 @dataclass
@@ -102,7 +103,11 @@ def fit_look(content: np.ndarray, reference: np.ndarray) -> Look:
 
 
 def structure_term(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM structure term (s_xy + c) / (s_x s_y + c) of two (H, W) L* images (0..100)."""
+    """Mean SSIM structure term (s_xy + c) / (s_x s_y + c) of two (H, W) L* images (0..100).
+
+    The same term as ``evaluation.metrics.structure_score``, deliberately not shared: the
+    yardstick must not change when the engine's internal probe is tuned.
+    """
     c = (0.03 * 100) ** 2 / 2
 
     def blur(x: np.ndarray) -> np.ndarray:
@@ -118,7 +123,7 @@ def structure_term(a: np.ndarray, b: np.ndarray) -> float:
 def _constrain_lightness(
     lut: Lut, source_lab: np.ndarray, target_lab: np.ndarray, toned: np.ndarray
 ) -> tuple[Lut, float]:
-    probe = thumbnail((np.clip(toned, 0, 1) * 255).astype(np.uint8), PROBE_LONG_SIDE)
+    probe = thumbnail(toned, PROBE_LONG_SIDE)
     probe_l = rgb_to_lab(probe)[..., 0]
     candidates = colour.monotone_lightness(lut, source_lab, target_lab, LIGHTNESS_WEIGHTS)
     for weight, candidate in zip(LIGHTNESS_WEIGHTS, candidates, strict=True):
