@@ -17,6 +17,9 @@ A URL from a request body is an SSRF vector: ``http://169.254.169.254/`` (cloud 
 
 Every refusal or failure is a ``FetchError`` (a ``ValueError``) naming the URL and the reason;
 the HTTP service maps it to a 400.
+
+``post_bytes`` sends a POST (webhook callbacks) through the same checked connection; it
+follows no redirects.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,3 +328,45 @@ def _fetch_one_hop(
     except httpx.HTTPError as exc:
         detail = f"the connection failed ({exc or type(exc).__name__})."
         raise FetchError(url, "connection", detail) from None
+
+
+def post_bytes(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    policy: FetchPolicy,
+    timeout_s: float | None = None,
+) -> int:
+    """POST ``body`` to ``url`` under the address rules of ``fetch_url``; return the status.
+
+    Redirects are not followed (a 3xx status is returned like any other) and the response
+    body is not read. ``timeout_s`` (default ``policy.timeout_s``) bounds each network step;
+    connecting gets at most ``policy.connect_timeout_s`` of it. Raises FetchError for
+    refusals (scheme, credentials, invalid_url, private_address) and failures (dns,
+    timeout, connection); every HTTP status, 4xx and 5xx included, is returned, not raised.
+    Blocking; meant to run in a worker thread.
+    """
+    target = _checked_url(url)
+    budget = policy.timeout_s if timeout_s is None else timeout_s
+    if budget <= 0:
+        raise ValueError(f"post_bytes timeout_s must be positive, got {budget}")
+    timeout = httpx.Timeout(budget, connect=min(policy.connect_timeout_s, budget))
+    with httpx.Client(
+        transport=_PublicOnlyTransport(policy),
+        headers={"User-Agent": policy.user_agent},
+        follow_redirects=False,
+        trust_env=False,
+    ) as client:
+        try:
+            with client.stream(
+                "POST", target, content=body, headers=dict(headers), timeout=timeout
+            ) as response:
+                return response.status_code
+        except _HostRejectedError as rejected:
+            raise FetchError(url, rejected.reason, rejected.detail) from None
+        except httpx.TimeoutException:
+            detail = f"it took longer than the time limit of {budget} s."
+            raise FetchError(url, "timeout", detail) from None
+        except httpx.HTTPError as exc:
+            detail = f"the connection failed ({exc or type(exc).__name__})."
+            raise FetchError(url, "connection", detail) from None
