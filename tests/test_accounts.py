@@ -41,12 +41,12 @@ def test_migrations_create_schema_on_empty_file_and_are_idempotent(tmp_path: Pat
     engine = make_engine(url)
     try:
         tables = set(inspect(engine).get_table_names())
-        assert {"accounts", "api_keys", "ledger_entries", "alembic_version"} <= tables
+        assert {"accounts", "api_keys", "ledger_entries", "jobs", "alembic_version"} <= tables
         with engine.connect() as connection:
             # The migration and the models describe the same schema.
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
             versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
-            assert versions.scalars().all() == ["0001"]
+            assert versions.scalars().all() == ["0002"]
     finally:
         engine.dispose()
 

@@ -151,10 +151,12 @@ def remix(
 
 def _register_subcommands() -> None:
     from photoremix.commands.keys import keys_group
+    from photoremix.commands.serve import serve_command
     from photoremix.evaluation.command import eval_command
 
     main.add_command(eval_command, name="eval")
     main.add_command(keys_group, name="keys")
+    main.add_command(serve_command, name="serve")
 
 
 _register_subcommands()

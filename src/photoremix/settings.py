@@ -87,6 +87,74 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- the HTTP service -------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address `photoremix serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `photoremix serve` uses.")
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL clients reach the service at (e.g. https://remix.example.com), used in "
+            "download and poll URLs. Default: the URL of the incoming request."
+        ),
+    )
+    engine: str = Field(default="classic", description="Remix engine: classic.")
+    workers: int = Field(
+        default_factory=lambda: max(1, min(4, os.cpu_count() or 1)),
+        ge=1,
+        le=64,
+        description="Remixes run at once (engine threads). Default: CPU cores, at most 4.",
+    )
+    queue_size: int = Field(
+        default=16,
+        ge=0,
+        le=1000,
+        description=(
+            "Remixes that may wait for a free worker; beyond that, new requests get 503 "
+            "with Retry-After."
+        ),
+    )
+    sync_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Time limit of a synchronous remix; past it the answer is 504 and a refund.",
+    )
+    async_timeout_s: float = Field(
+        default=1800.0, gt=0, description="Time limit of an async job's run; then failed + refund."
+    )
+    max_body_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted (413 beyond). Base64 adds a third to images.",
+    )
+    fetch_max_bytes: int = Field(
+        default=30 * 1024 * 1024, ge=1024, description="Largest image fetched from a URL."
+    )
+    fetch_timeout_s: float = Field(
+        default=20.0, gt=0, description="Time budget for fetching one image URL."
+    )
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Hosts, IPs or CIDR networks exempt from the public-address check for image URLs "
+            "and allowed as plain-http callback URLs (local development and tests), e.g. "
+            'PHOTOREMIX_ALLOW_HOSTS=\'["127.0.0.1","localhost"]\'. Empty in production.'
+        ),
+    )
+    retention_hours: float = Field(
+        default=48.0,
+        gt=0,
+        description="Stored outputs are deleted this long after they were written.",
+    )
+    download_url_ttl_hours: float = Field(
+        default=24.0, gt=0, description="How long a signed download URL stays valid."
+    )
+    callback_attempts: int = Field(
+        default=6, ge=1, le=20, description="Delivery attempts for one job callback."
+    )
+    callback_first_backoff_s: float = Field(
+        default=2.0, gt=0, description="Wait before the second callback attempt; doubles after."
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.database_url is None:

@@ -7,6 +7,7 @@ from photoremix.imaging.codecs import (
     SUPPORTED_FORMATS,
     ImageError,
     decode_image,
+    decode_image_text,
     encode_image,
     media_type,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "ImageError",
     "decode_image",
+    "decode_image_text",
     "encode_image",
     "media_type",
     "output_size_2k",

@@ -156,7 +156,7 @@ def _read_source(source: bytes | str | os.PathLike[str]) -> bytes:
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
     elif isinstance(source, str):
-        data = _decode_text(source)
+        data = decode_image_text(source)
     elif isinstance(source, os.PathLike):
         data = Path(source).read_bytes()
     else:
@@ -166,8 +166,8 @@ def _read_source(source: bytes | str | os.PathLike[str]) -> bytes:
     return data
 
 
-def _decode_text(text: str) -> bytes:
-    """Bytes from raw base64 or a ``data:`` URI.
+def decode_image_text(text: str) -> bytes:
+    """The encoded image bytes in raw base64 or a ``data:`` URI; raises ``ImageError``.
 
     The URI's media type is not trusted (the bytes are identified by their content), and
     a payload is read as base64 even when ``;base64`` is missing, a common client slip.

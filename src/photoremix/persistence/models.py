@@ -12,9 +12,10 @@ import secrets
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     DateTime,
@@ -138,4 +139,52 @@ class LedgerEntry(Base):
             "kind IN ('credit', 'reserve', 'settle', 'refund')", name="ck_ledger_entries_kind"
         ),
         Index("ix_ledger_entries_account_id_id", "account_id", "id"),
+    )
+
+
+JOB_STATUSES: Final = ("queued", "running", "succeeded", "failed")
+
+
+class Job(Base):
+    """One remix request, synchronous or async, from submission to its result.
+
+    Every remix is a job, so a restart can find the work (and the money) that was in flight.
+    ``request_hash`` is the SHA-256 of the canonical request body: a retried submit with the
+    same ``client_request_id`` must carry the same body.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    is_async: Mapped[bool] = mapped_column(default=False)
+    client_request_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    # The validated request without its images (prompt, counts, format, seed, callback...).
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Base URL download and poll links are built on (the service's public URL at submit).
+    base_url: Mapped[str] = mapped_column(String(2048))
+    reservation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ledger_entries.id"), default=None
+    )
+    reserved: Mapped[Decimal] = mapped_column("reserved_cents", Money, default=Decimal("0.00"))
+    charged: Mapped[Decimal | None] = mapped_column("charged_cents", Money, default=None)
+    # Succeeded: {"known_subjects", "images", "download_urls", "reports"} with storage keys
+    # in place of URLs (URLs are signed when the job is read). Failed: {"detail", "code",
+    # "status_code"}.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    callback_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed')", name="ck_jobs_status"
+        ),
+        # Idempotency: one job per (account, client_request_id); NULLs never collide.
+        Index("ux_jobs_account_client_request", "account_id", "client_request_id", unique=True),
+        Index("ix_jobs_status", "status"),
     )

@@ -59,20 +59,40 @@ class Reservation:
     ledger_entry_id: int  # the ``reserve`` row
 
 
+@dataclass(frozen=True)
+class Prices:
+    """Dollars per output image, without and with a recognised profile."""
+
+    per_output: Decimal
+    per_recognised_output: Decimal
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Prices:
+        return cls(settings.price_per_output, settings.price_per_recognised_output)
+
+    def charge(self, outputs: int, recognised_outputs: int) -> Decimal:
+        """The charge for ``outputs`` images, ``recognised_outputs`` of them with a profile."""
+        if outputs < 0 or not 0 <= recognised_outputs <= outputs:
+            raise ValueError(
+                f"need 0 <= recognised_outputs <= outputs, got {recognised_outputs} and {outputs}"
+            )
+        return (
+            outputs - recognised_outputs
+        ) * self.per_output + recognised_outputs * self.per_recognised_output
+
+    def worst_case(self, outputs: int) -> Decimal:
+        """What to reserve before work: every output priced as recognised."""
+        return self.charge(outputs, outputs)
+
+
 def price_for(outputs: int, recognised_outputs: int, settings: Settings) -> Decimal:
     """The charge for ``outputs`` images, ``recognised_outputs`` of them with a profile."""
-    if outputs < 0 or not 0 <= recognised_outputs <= outputs:
-        raise ValueError(
-            f"need 0 <= recognised_outputs <= outputs, got {recognised_outputs} and {outputs}"
-        )
-    return (
-        outputs - recognised_outputs
-    ) * settings.price_per_output + recognised_outputs * settings.price_per_recognised_output
+    return Prices.from_settings(settings).charge(outputs, recognised_outputs)
 
 
 def worst_case_price(outputs: int, settings: Settings) -> Decimal:
     """What to reserve before work: every output priced as recognised."""
-    return price_for(outputs, outputs, settings)
+    return Prices.from_settings(settings).worst_case(outputs)
 
 
 def reserve(

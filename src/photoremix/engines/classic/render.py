@@ -21,12 +21,18 @@ Per pixel, in order (values are sRGB-encoded floats in [0, 1]):
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 GRAIN_TEMPLATE_SIZE = 512  # power of two: tiling uses a bit mask
+
+# The kernel is parallel over rows and already uses every core, so concurrent renders gain
+# nothing; and numba's fallback "workqueue" threading layer aborts the process when two
+# threads launch parallel kernels at once. The service runs engines in worker threads.
+_render_lock = threading.Lock()
 
 
 @dataclass
@@ -264,12 +270,13 @@ def _render(
 def render(content: np.ndarray, plan: RenderPlan) -> np.ndarray:
     """Apply ``plan`` to ``content`` ((H, W, 3) uint8, already at output size) -> uint8."""
     out = np.empty_like(content)
-    _render(
-        np.ascontiguousarray(content), plan.shaper, plan.lut, plan.coef_a, plan.coef_b,
-        plan.base_curve,
-        plan.detail_gain, plan.face_detail_gain, plan.face_mask, plan.keep_mask,
-        plan.guard_hue, plan.guard_chroma, plan.guard_gain, plan.vignette,
-        plan.grain, plan.grain_curve, plan.face_grain, plan.grain_chroma,
-        plan.grain_offset[0], plan.grain_offset[1], plan.knee, plan.dither_seed, out,
-    )  # fmt: skip
+    with _render_lock:
+        _render(
+            np.ascontiguousarray(content), plan.shaper, plan.lut, plan.coef_a, plan.coef_b,
+            plan.base_curve,
+            plan.detail_gain, plan.face_detail_gain, plan.face_mask, plan.keep_mask,
+            plan.guard_hue, plan.guard_chroma, plan.guard_gain, plan.vignette,
+            plan.grain, plan.grain_curve, plan.face_grain, plan.grain_chroma,
+            plan.grain_offset[0], plan.grain_offset[1], plan.knee, plan.dither_seed, out,
+        )  # fmt: skip
     return out

@@ -1,0 +1,113 @@
+"""The FastAPI application: wiring only (settings -> database, storage, engine, pool).
+
+``create_app`` builds everything in the lifespan, so importing this module is cheap and
+each app (tests make many) owns its database engine, pool and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI
+
+from photoremix import __version__
+from photoremix.api.errors import install_error_handlers
+from photoremix.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from photoremix.api.routes import account, files, health, remix
+from photoremix.engines import Engine, get_engine
+from photoremix.observability import Metrics
+from photoremix.persistence import make_engine, make_session_factory, migrate
+from photoremix.services.remix import API_PREFIX, RemixService
+from photoremix.settings import Settings, get_settings
+from photoremix.storage import LocalStorage, UrlSigner
+from photoremix.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL_S = 600.0
+
+DESCRIPTION = """\
+A self-hosted, compatible implementation of the Phota Remix API: restyle a photo to match a
+reference image, keeping the people in it recognisable.
+
+Authenticate with the `X-API-Key` header (missing: 403, invalid or revoked: 401). Every
+response carries `X-Request-Id`; every error body is `{"detail", "code", "request_id"}`.
+See docs/api.md in the repository for the choices made where the hosted API is silent.
+"""
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """The service. ``engine`` overrides the configured one (tests inject slow/failing ones)."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert settings.database_url is not None  # filled in by Settings
+        database = make_engine(settings.database_url)
+        migrate(database)
+        pool = WorkerPool(settings.workers, settings.queue_size)
+        service = RemixService(
+            settings=settings,
+            sessions=make_session_factory(database),
+            storage=LocalStorage(settings.data_dir.expanduser() / "files"),
+            signer=UrlSigner(
+                settings.signing_secret_bytes(),
+                ttl=timedelta(hours=settings.download_url_ttl_hours),
+            ),
+            engine=engine or get_engine(settings.engine),
+            pool=pool,
+            metrics=metrics,
+        )
+        metrics.track_pool(lambda: pool.queue_depth, lambda: min(pool.pending, pool.workers))
+        app.state.service = service
+        recovered = service.recover()
+        if any(recovered.values()):
+            log.warning("jobs left by the previous run", extra=recovered)
+        stop_purging = threading.Event()
+        purger = threading.Thread(
+            target=_purge_periodically, args=(service, stop_purging), daemon=True
+        )
+        purger.start()
+        try:
+            yield
+        finally:
+            stop_purging.set()
+            # Queued jobs stay "queued" in the database and resume on the next start.
+            pool.shutdown(wait=False)
+            service.close()
+            database.dispose()
+
+    app = FastAPI(
+        title="photoremix (Phota-compatible API)",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (remix.router, account.router, files.router, health.router):
+        app.include_router(router)
+    # Outermost first: the request id exists before the body limit can refuse.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+def _purge_periodically(service: RemixService, stop: threading.Event) -> None:
+    """Delete outputs past the retention period now and every PURGE_INTERVAL_S."""
+    while True:
+        try:
+            removed = service.purge_expired_outputs()
+            if removed:
+                log.info("purged expired outputs", extra={"removed": removed})
+        except Exception:  # keep purging later; a full disk must not kill the thread
+            log.exception("purging expired outputs failed")
+        if stop.wait(PURGE_INTERVAL_S):
+            return

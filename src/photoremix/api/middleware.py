@@ -1,0 +1,137 @@
+"""ASGI middleware: request ids, metrics and access logs, and the request-body limit.
+
+Written as plain ASGI callables rather than Starlette's ``BaseHTTPMiddleware``, which
+buffers and re-wraps every request: these only look at the messages passing through.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from photoremix.observability import Metrics, request_id_var
+
+log = logging.getLogger("photoremix.access")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (``X-Request-Id`` on every response), counts and logs it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req_{uuid.uuid4().hex}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.latency.labels(route, method).observe(elapsed)
+            log.info(
+                "%s %s %s",
+                method,
+                scope["path"],
+                status,
+                extra={"route": route, "status": status, "seconds": round(elapsed, 4)},
+            )
+            request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Answers 413 when a request body is larger than ``max_bytes``.
+
+    Refuses on ``Content-Length`` before reading anything, and counts a streamed body as it
+    arrives, so an oversized upload is never held in memory whole.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Raised inside the app while it reads the body: answered by the
+                    # HTTPException handler like any other error.
+                    raise HTTPException(413, _too_large(self.max_bytes))
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        state: dict[str, Any] = scope.get("state", {})
+        body = json.dumps(
+            {
+                "detail": _too_large(self.max_bytes),
+                "code": "body_too_large",
+                "request_id": state.get("request_id", ""),
+            }
+        ).encode("utf-8")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode("ascii")),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _too_large(max_bytes: int) -> str:
+    return (
+        f"The request body is larger than the limit of {max_bytes} bytes. "
+        "Send images as URLs, or smaller images (at most 4096 px are used)."
+    )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,1 @@
+"""HTTP routes: thin shells that translate between JSON and ``services``."""

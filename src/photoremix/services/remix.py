@@ -1,0 +1,728 @@
+"""The remix use case: from a validated request to stored outputs and a settled bill.
+
+One remix, synchronous or async, goes through the same steps:
+
+1. ``submit`` checks what can be checked without work (field combinations, callback URL,
+   profiles, idempotency, balance, room in the pool), then fetches and decodes both images
+   (a bad image is a 400 with nothing written), then creates the job and reserves the worst
+   case in one transaction, and hands the job to the worker pool.
+2. ``_run`` (on a worker thread) renders the outputs, encodes them, stores them (``urls``
+   mode), and finishes the job: settle for what was produced, or refund everything.
+3. A synchronous caller waits for the job with ``wait``; past the time limit the job is
+   failed with a refund (504) and whatever the worker still produces is thrown away. An
+   async job's owner polls ``job_document`` and, if it gave a ``callback_url``, receives
+   the same document signed (see ``services.webhooks``).
+
+This module knows nothing of HTTP frameworks; failures are ``ServiceError`` subclasses
+that carry the HTTP status the API answers with.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from photoremix.engines import Engine, EngineError, RemixOutput, RemixRequest
+from photoremix.imaging import (
+    ImageError,
+    decode_image,
+    decode_image_text,
+    encode_image,
+    media_type,
+    output_size_2k,
+)
+from photoremix.net.fetch import FetchError, FetchPolicy, fetch_url
+from photoremix.observability import Metrics
+from photoremix.persistence.models import Account, Job
+from photoremix.services import billing, jobs, webhooks
+from photoremix.services.jobs import JobFailure
+from photoremix.settings import Settings
+from photoremix.storage import ObjectNotFound, Storage, UrlSigner
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/v1/phota"
+JOB_PATH = API_PREFIX + "/jobs/{job_id}"
+FILE_PATH = API_PREFIX + "/files/{key}"
+_URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_PROFILE_MENTION = re.compile(r"\[\[([^\[\]]+)\]\]")
+
+
+# --- errors: each carries the HTTP status and a machine code ---------------------------
+
+
+class ServiceError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(ServiceError):
+    status_code = 400
+    code = "invalid_request"
+
+
+class PaymentRequired(ServiceError):
+    status_code = 402
+    code = "insufficient_credit"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    code = "conflict"
+
+
+class Busy(ServiceError):
+    status_code = 503
+    code = "busy"
+    retry_after_s = 5
+
+
+class TimedOut(ServiceError):
+    status_code = 504
+    code = "timeout"
+
+
+class RemixFailed(ServiceError):
+    status_code = 500
+    code = "engine_error"
+
+
+# --- what comes in and goes out --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemixSubmission:
+    """A remix request after type validation (the API layer's schema does that)."""
+
+    input_image: str
+    reference_image: str
+    num_output_images: int = 1
+    output_format: Literal["jpg", "png"] = "jpg"
+    response_mode: Literal["bytes", "urls"] = "bytes"
+    prompt: str | None = None
+    profile_ids: tuple[str, ...] = ()
+    is_async: bool = False
+    callback_url: str | None = None
+    client_request_id: str | None = None
+    seed: int | None = None
+    style_strength: float | None = None
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the whole request: a retry with the same id must match it."""
+        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An input image: its encoded bytes (kept for async jobs) and its pixels (H, W, 3)."""
+
+    encoded: bytes
+    pixels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An async job was accepted (or an identical earlier submit was found)."""
+
+    job_id: str
+    poll_url: str
+
+
+@dataclass
+class Pending:
+    """A synchronous remix on its way; pass it to ``RemixService.wait``."""
+
+    job_id: str
+    future: Future[dict[str, Any]]
+    deadline: float
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """A synchronous submit repeated with the same ``client_request_id``: the first result."""
+
+    response: dict[str, Any]
+
+
+class _Cancelled(Exception):
+    """Raised inside the engine's progress callback to stop a job that timed out."""
+
+
+# --- the service -----------------------------------------------------------------------
+
+
+class RemixService:
+    """Runs remixes for accounts: validation, money, workers, storage and callbacks.
+
+    sessions: database sessions (committed here, one transaction per step).
+    storage / signer: where outputs go and how their download links are signed.
+    engine: the remix engine; pool: the bounded worker pool it runs on.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        storage: Storage,
+        signer: UrlSigner,
+        engine: Engine,
+        pool: Any,  # workers.WorkerPool (Any keeps services free of the workers package)
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.storage = storage
+        self.signer = signer
+        self.engine = engine
+        self.pool = pool
+        self.metrics = metrics or Metrics()
+        self.prices = billing.Prices.from_settings(settings)
+        self.fetch_policy = FetchPolicy(
+            max_bytes=settings.fetch_max_bytes,
+            timeout_s=settings.fetch_timeout_s,
+            allow_hosts=frozenset(settings.allow_hosts),
+        )
+        # Callbacks wait on other people's servers (and back off between attempts): they
+        # get their own threads so they never hold an engine worker.
+        self._callbacks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="callback")
+        self._cancel_events: dict[str, threading.Event] = {}
+
+    # ---- submitting ---------------------------------------------------------------------
+
+    def submit(
+        self, account: Account, submission: RemixSubmission, base_url: str
+    ) -> Accepted | Pending | Replayed:
+        """Validate, load the images, reserve the money and start the job (see module doc)."""
+        self._check_combination(submission)
+        profile_ids = _mentioned_profiles(submission)
+        if profile_ids:
+            # Profiles (trained identities) are not stored by this server yet, so every id
+            # is unknown; 404 rather than silently remixing without the identity asked for.
+            raise NotFound(
+                f"Profile {profile_ids[0]!r} was not found for this account. "
+                "Check the id with GET /v1/phota/profiles/ids.",
+                code="profile_not_found",
+            )
+        fingerprint = submission.fingerprint() if submission.client_request_id else ""
+        if submission.client_request_id:
+            earlier = self._earlier_submit(account.id, submission, fingerprint, base_url)
+            if earlier is not None:
+                return earlier
+        worst_case = self.prices.worst_case(submission.num_output_images)
+        if account.balance < worst_case:
+            raise PaymentRequired(
+                f"Insufficient prepaid credit balance: {worst_case} required for "
+                f"{submission.num_output_images} output(s), {account.balance} available."
+            )
+        if self.pool.pending >= self.pool.capacity:
+            raise Busy(
+                f"The service is busy: {self.pool.capacity} remixes are running or waiting. "
+                f"Retry after {Busy.retry_after_s} seconds."
+            )
+
+        content = self._load(submission.input_image, "input_image")
+        reference = self._load(submission.reference_image, "reference_image")
+
+        job_id = self._create_job(account.id, submission, fingerprint, base_url, worst_case)
+        if job_id is None:  # a concurrent identical submit won the race for the id
+            earlier = self._earlier_submit(account.id, submission, fingerprint, base_url)
+            assert earlier is not None
+            return earlier
+        if submission.is_async:
+            self._keep_inputs(job_id, content, reference)
+            self._start(job_id, (content, reference), deadline=None)
+            return Accepted(job_id=job_id, poll_url=self._poll_url(base_url, job_id))
+        deadline = time.monotonic() + self.settings.sync_timeout_s
+        cancel = threading.Event()
+        future = self._start(job_id, (content, reference), deadline=deadline, cancel=cancel)
+        return Pending(job_id=job_id, future=future, deadline=deadline, cancel=cancel)
+
+    def wait(self, pending: Pending) -> dict[str, Any]:
+        """The response of a synchronous remix; raises its ``ServiceError`` on failure."""
+        try:
+            return pending.future.result(timeout=max(0.0, pending.deadline - time.monotonic()))
+        except FutureTimeout:
+            pending.cancel.set()
+            limit = self.settings.sync_timeout_s
+            failure = JobFailure(
+                504,
+                "timeout",
+                f"The remix took longer than the time limit of {limit:g} s; "
+                "the reserved credit was refunded. Try async: true for long work.",
+            )
+            if self._fail(pending.job_id, failure):
+                raise TimedOut(failure.detail) from None
+            # The worker finished in the same instant: its result stands.
+            return pending.future.result()
+
+    # ---- reading --------------------------------------------------------------------------
+
+    def job_document(self, account_id: str, job_id: str) -> dict[str, Any]:
+        """What ``GET /v1/phota/jobs/{job_id}`` returns; another account's job is a 404."""
+        with self.sessions() as session:
+            job = jobs.get_job(session, account_id, job_id)
+            if job is None:
+                raise NotFound(f"Job {job_id!r} was not found.", code="job_not_found")
+            return self._document(job)
+
+    # ---- start-up and shutdown ---------------------------------------------------------
+
+    def recover(self) -> dict[str, int]:
+        """Resume or fail (with a refund) every job left unfinished by the last process.
+
+        Async jobs whose inputs were kept are queued again; a synchronous job's caller is
+        gone, so it is failed and refunded. Returns how many were resumed and failed.
+        Run once at start-up, before serving, by the only process using the database.
+        """
+        resumed = failed = 0
+        with self.sessions() as session:
+            unfinished = [(job.id, job.is_async) for job in jobs.unfinished_jobs(session)]
+        interrupted = JobFailure(
+            503,
+            "interrupted",
+            "The service restarted while this remix was running; the reserved credit was "
+            "refunded. Submit it again.",
+        )
+        for job_id, is_async in unfinished:
+            if is_async and self._has_inputs(job_id):
+                with self.sessions.begin() as session:
+                    jobs.requeue(session, job_id)
+                try:
+                    self._start(job_id, None, deadline=None)
+                    resumed += 1
+                except Busy:  # _start failed it with a refund
+                    failed += 1
+                continue
+            if self._fail(job_id, interrupted):
+                failed += 1
+        if unfinished:
+            log.info("recovered jobs", extra={"resumed": resumed, "failed": failed})
+        return {"resumed": resumed, "failed": failed}
+
+    def close(self) -> None:
+        """Stop callback delivery threads (pending deliveries are abandoned)."""
+        self._callbacks.shutdown(wait=False, cancel_futures=True)
+
+    def purge_expired_outputs(self) -> int:
+        """Delete stored objects older than the retention period; returns how many."""
+        from datetime import UTC, datetime, timedelta
+
+        cutoff = datetime.now(UTC) - timedelta(hours=self.settings.retention_hours)
+        return self.storage.delete_older_than(cutoff)
+
+    # ---- the work, on a worker thread ----------------------------------------------------
+
+    def _start(
+        self,
+        job_id: str,
+        inputs: tuple[LoadedImage, LoadedImage] | None,
+        deadline: float | None,
+        cancel: threading.Event | None = None,
+    ) -> Future[dict[str, Any]]:
+        from photoremix.workers import PoolFull
+
+        cancel = cancel or threading.Event()
+        try:
+            return self.pool.submit(self._run, job_id, inputs, deadline, cancel)
+        except PoolFull as full:
+            self._fail(job_id, JobFailure(503, "busy", str(full)))
+            raise Busy(str(full)) from None
+
+    def _run(
+        self,
+        job_id: str,
+        inputs: tuple[LoadedImage, LoadedImage] | None,
+        deadline: float | None,
+        cancel: threading.Event,
+    ) -> dict[str, Any]:
+        """Render, store and settle one job. Returns the sync response; raises ServiceError."""
+        with self.sessions.begin() as session:
+            if not jobs.mark_running(session, job_id):
+                raise TimedOut("The remix was cancelled before it started.")
+            job = session.get(Job, job_id)
+            assert job is not None
+            params = dict(job.params)
+            is_async = job.is_async
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.async_timeout_s
+        try:
+            if inputs is None:
+                inputs = self._kept_inputs(job_id)
+            outputs = self._render(params, inputs, deadline, cancel)
+            response, stored_keys = self._deliver_outputs(job_id, params, outputs)
+        except _Cancelled:
+            self._fail(job_id, _timeout_failure(self.settings, is_async))
+            raise TimedOut("The remix exceeded its time limit.") from None
+        except ServiceError as error:
+            self._fail(job_id, JobFailure(error.status_code, error.code, error.detail))
+            raise
+        except Exception:
+            log.exception("remix job failed", extra={"job_id": job_id})
+            failure = JobFailure(
+                500, "internal_error", "The remix failed inside the service; nothing was charged."
+            )
+            self._fail(job_id, failure)
+            raise RemixFailed(failure.detail, code=failure.code) from None
+
+        # What the database keeps: storage keys, not signed URLs (signed on every read).
+        kept = {**response, "images": [], "download_urls": [], "output_keys": stored_keys}
+        recognised = 0  # filled in by profile recognition (identity feature)
+        with self.sessions.begin() as session:
+            charge = jobs.succeed(session, job_id, kept, len(outputs), recognised)
+        if charge is None:  # timed out meanwhile: the caller got a 504 and a refund
+            for key in stored_keys:
+                self.storage.delete(key)
+            raise TimedOut("The remix exceeded its time limit.")
+        self.metrics.outputs_billed.labels("plain").inc(len(outputs) - recognised)
+        self.metrics.outputs_billed.labels("recognised").inc(recognised)
+        self.metrics.jobs_finished.labels("succeeded").inc()
+        if is_async:
+            self._after_async(job_id)
+        return response
+
+    def _render(
+        self,
+        params: dict[str, Any],
+        inputs: tuple[LoadedImage, LoadedImage],
+        deadline: float,
+        cancel: threading.Event,
+    ) -> list[RemixOutput]:
+        content, reference = (image.pixels for image in inputs)
+
+        def check_time(done: int, total: int) -> None:
+            if cancel.is_set() or time.monotonic() > deadline:
+                raise _Cancelled
+
+        request = RemixRequest(
+            content=content,
+            reference=reference,
+            output_size=output_size_2k(content.shape[1], content.shape[0]),
+            prompt=params["prompt"],
+            num_outputs=params["num_output_images"],
+            seed=params["seed"],
+            style_strength=params["style_strength"],
+        )
+        started = time.perf_counter()
+        try:
+            outputs = self.engine.remix(request, progress=check_time)
+        except EngineError as error:
+            raise RemixFailed(f"The {self.engine.name} engine failed: {error}") from None
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.engine_seconds.labels(self.engine.name).inc(elapsed)
+        check_time(len(outputs), len(outputs))
+        return outputs
+
+    def _deliver_outputs(
+        self, job_id: str, params: dict[str, Any], outputs: list[RemixOutput]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Encode the outputs: base64 in the response (bytes) or stored + signed (urls)."""
+        fmt = params["output_format"]
+        images: list[str] = []
+        keys: list[str] = []
+        reports: list[dict[str, Any]] = []
+        for index, output in enumerate(outputs):
+            started = time.perf_counter()
+            data = encode_image(output.image, fmt)
+            if params["response_mode"] == "urls":
+                key = f"outputs/{job_id}/{index}.{fmt}"
+                self.storage.put(key, data, media_type(fmt))
+                keys.append(key)
+            else:
+                images.append(base64.b64encode(data).decode("ascii"))
+            output.report.timings["encode"] = time.perf_counter() - started
+            reports.append(_report_dict(output))
+        response = {
+            "known_subjects": {"counts": {}},
+            "images": images,
+            "download_urls": [self._download_url(params["base_url"], key) for key in keys],
+            "reports": reports,
+        }
+        return response, keys
+
+    # ---- async extras: kept inputs and callbacks ------------------------------------------
+
+    def _keep_inputs(self, job_id: str, content: LoadedImage, reference: LoadedImage) -> None:
+        # A restart can resume the job from these (deleted when the job finishes).
+        self.storage.put(f"jobs/{job_id}/input", content.encoded, "application/octet-stream")
+        self.storage.put(f"jobs/{job_id}/reference", reference.encoded, "application/octet-stream")
+
+    def _has_inputs(self, job_id: str) -> bool:
+        try:
+            self._kept_inputs(job_id)
+        except (ObjectNotFound, ImageError):
+            return False
+        return True
+
+    def _kept_inputs(self, job_id: str) -> tuple[LoadedImage, LoadedImage]:
+        loaded = []
+        for role in ("input", "reference"):
+            encoded = self.storage.get(f"jobs/{job_id}/{role}").data
+            loaded.append(LoadedImage(encoded=encoded, pixels=decode_image(encoded)))
+        return loaded[0], loaded[1]
+
+    def _after_async(self, job_id: str) -> None:
+        """Drop the kept inputs and send the callback, if one was asked for."""
+        self.storage.delete_prefix(f"jobs/{job_id}")
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            callback_url = job.params.get("callback_url")
+            if not callback_url:
+                return
+            account = session.get(Account, job.account_id)
+            assert account is not None
+            secret = account.webhook_secret
+            body = json.dumps(self._document(job), separators=(",", ":")).encode("utf-8")
+        with self.sessions.begin() as session:
+            jobs.set_callback_status(session, job_id, "pending")
+        self._callbacks.submit(self._send_callback, job_id, callback_url, body, secret)
+
+    def _send_callback(self, job_id: str, url: str, body: bytes, secret: str) -> None:
+        result = webhooks.deliver(
+            url,
+            body,
+            secret,
+            self.fetch_policy,
+            attempts=self.settings.callback_attempts,
+            first_backoff_s=self.settings.callback_first_backoff_s,
+        )
+        with self.sessions.begin() as session:
+            jobs.set_callback_status(session, job_id, "delivered" if result.delivered else "failed")
+        log.info(
+            "callback %s", "delivered" if result.delivered else "failed",
+            extra={"job_id": job_id, "attempts": result.attempts, "status": result.last_status,
+                   "error": result.last_error},
+        )  # fmt: skip
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def _check_combination(self, submission: RemixSubmission) -> None:
+        if submission.is_async and submission.response_mode != "urls":
+            raise InvalidRequest(
+                'async: true needs response_mode: "urls" (the images of an async job are '
+                "delivered as download URLs when it finishes)."
+            )
+        if submission.callback_url is not None:
+            if not submission.is_async:
+                raise InvalidRequest("callback_url is only accepted with async: true.")
+            try:
+                webhooks.check_callback_url(
+                    submission.callback_url, frozenset(self.settings.allow_hosts)
+                )
+            except webhooks.CallbackUrlError as error:
+                raise InvalidRequest(str(error), code="invalid_callback_url") from None
+
+    def _earlier_submit(
+        self, account_id: str, submission: RemixSubmission, fingerprint: str, base_url: str
+    ) -> Accepted | Replayed | None:
+        """The answer to a repeated ``client_request_id``, or None if it is new."""
+        assert submission.client_request_id is not None
+        with self.sessions() as session:
+            job = jobs.find_by_client_request_id(session, account_id, submission.client_request_id)
+            if job is None:
+                return None
+            if job.request_hash != fingerprint:
+                raise Conflict(
+                    f"client_request_id {submission.client_request_id!r} was already used for a "
+                    "different request. Use a new id for a new request.",
+                    code="idempotency_conflict",
+                )
+            if job.is_async:
+                return Accepted(job_id=job.id, poll_url=self._poll_url(job.base_url, job.id))
+            document = self._document(job)
+        if document["status"] == "succeeded" and submission.response_mode == "urls":
+            return Replayed(document["result"])
+        state = {
+            "queued": "is still running",
+            "running": "is still running",
+            "failed": "failed",
+            "succeeded": "returned its images inline, which are not kept",
+        }[document["status"]]
+        raise Conflict(
+            f"The synchronous request with client_request_id {submission.client_request_id!r} "
+            f"{state}. Use a new client_request_id to remix again.",
+            code="idempotency_conflict",
+        )
+
+    def _create_job(
+        self,
+        account_id: str,
+        submission: RemixSubmission,
+        fingerprint: str,
+        base_url: str,
+        worst_case: Any,
+    ) -> str | None:
+        params = {
+            "num_output_images": submission.num_output_images,
+            "output_format": submission.output_format,
+            "response_mode": submission.response_mode,
+            "prompt": submission.prompt,
+            "seed": submission.seed if submission.seed is not None else _random_seed(),
+            "style_strength": submission.style_strength,
+            "callback_url": submission.callback_url,
+            "base_url": base_url,
+            "prices": {
+                "per_output": str(self.prices.per_output),
+                "per_recognised_output": str(self.prices.per_recognised_output),
+            },
+        }
+        try:
+            with self.sessions.begin() as session:
+                job = jobs.create_job(
+                    session,
+                    account_id=account_id,
+                    is_async=submission.is_async,
+                    params=params,
+                    base_url=base_url,
+                    reserve=worst_case,
+                    client_request_id=submission.client_request_id,
+                    request_hash=fingerprint,
+                )
+                return job.id
+        except billing.InsufficientBalance as error:
+            raise PaymentRequired(str(error)) from None
+        except IntegrityError:
+            if submission.client_request_id is None:
+                raise
+            return None
+
+    def _load(self, source: str, field_name: str) -> LoadedImage:
+        """Fetch (URL) or decode (base64 / data URI) one input; 400 on any problem."""
+        try:
+            if _URL_SCHEME.match(source.strip()):
+                encoded = fetch_url(source.strip(), self.fetch_policy)
+            else:
+                encoded = decode_image_text(source)
+            return LoadedImage(encoded=encoded, pixels=decode_image(encoded))
+        except FetchError as error:
+            raise InvalidRequest(f"{field_name}: {error}", code="image_fetch_failed") from None
+        except ImageError as error:
+            raise InvalidRequest(f"{field_name}: {error}", code=f"image_{error.code}") from None
+
+    def _fail(self, job_id: str, failure: JobFailure) -> bool:
+        """Fail the job with a full refund, unless it already finished; True if it was."""
+        with self.sessions.begin() as session:
+            if not jobs.fail(session, job_id, failure):
+                return False
+            job = session.get(Job, job_id)
+            is_async = job is not None and job.is_async
+        self.metrics.jobs_finished.labels(failure.code).inc()
+        try:  # outputs stored before the failure are worthless now
+            self.storage.delete_prefix(f"outputs/{job_id}")
+        except Exception:  # storage trouble must not hide the failure just recorded
+            log.exception("could not delete outputs of failed job", extra={"job_id": job_id})
+        if is_async:
+            self._after_async(job_id)
+        return True
+
+    def _document(self, job: Job) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "job_id": job.id,
+            "status": job.status,
+            "poll_url": self._poll_url(job.base_url, job.id),
+            "created_at": job.created_at.isoformat(),
+            "started_at": job.started_at.isoformat() if job.started_at else None,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+            "result": None,
+            "error": None,
+        }
+        if job.status == "succeeded" and job.result is not None:
+            kept = job.result
+            document["result"] = {
+                "known_subjects": kept["known_subjects"],
+                "images": [],
+                "download_urls": [
+                    self._download_url(job.base_url, key) for key in kept["output_keys"]
+                ],
+                "reports": kept["reports"],
+            }
+        elif job.status == "failed" and job.error is not None:
+            document["error"] = dict(job.error)
+        return document
+
+    def _poll_url(self, base_url: str, job_id: str) -> str:
+        return base_url.rstrip("/") + JOB_PATH.format(job_id=job_id)
+
+    def _download_url(self, base_url: str, key: str) -> str:
+        return base_url.rstrip("/") + self.signer.sign(FILE_PATH.format(key=key))
+
+
+def _mentioned_profiles(submission: RemixSubmission) -> list[str]:
+    """``profile_ids`` plus every ``[[profile_id]]`` in the prompt, first mention first."""
+    mentioned = list(submission.profile_ids)
+    if submission.prompt:
+        mentioned += [m.strip() for m in _PROFILE_MENTION.findall(submission.prompt)]
+    return list(dict.fromkeys(mentioned))
+
+
+def _random_seed() -> int:
+    return secrets.randbelow(2**31)
+
+
+def _timeout_failure(settings: Settings, is_async: bool) -> JobFailure:
+    limit = settings.async_timeout_s if is_async else settings.sync_timeout_s
+    return JobFailure(
+        504,
+        "timeout",
+        f"The remix took longer than the time limit of {limit:g} s; the reserved credit was "
+        "refunded.",
+    )
+
+
+def _report_dict(output: RemixOutput) -> dict[str, Any]:
+    report = output.report
+    return _jsonable(
+        {
+            "engine": report.engine,
+            "seed": report.seed,
+            "variation": report.variation,
+            "variation_description": report.variation_description,
+            "applied": report.applied,
+            "unhandled_instructions": report.unhandled_instructions,
+            "metrics": report.metrics,
+            "timings": {name: round(seconds, 4) for name, seconds in report.timings.items()},
+        }
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types from engine reports (which may hold NumPy scalars and tuples)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
