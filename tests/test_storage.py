@@ -328,3 +328,17 @@ def test_put_survives_cleanup_removing_its_fresh_folder(
     storage.put("jobs/7/out.png", b"x", "image/png")
     assert raced  # the race really happened
     assert storage.get("jobs/7/out.png").data == b"x"
+
+
+def test_delete_older_than_with_a_prefix_keeps_everything_else(tmp_path: Path) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    store = LocalStorage(tmp_path, clock=lambda: now)
+    store.put("outputs/job1/0.jpg", b"old output", "image/jpeg")
+    store.put("profiles/p1/photo0", b"old profile photo", "image/jpeg")
+    later = now + timedelta(days=10)
+    assert store.delete_older_than(later, prefix="outputs") == 1
+    assert store.get("profiles/p1/photo0").data == b"old profile photo"
+    with pytest.raises(ObjectNotFound):
+        store.get("outputs/job1/0.jpg")
+    # A prefix with no objects under it deletes nothing (and does not fail).
+    assert store.delete_older_than(later, prefix="nothing-here") == 0

@@ -331,11 +331,14 @@ class RemixService:
         self._callbacks.shutdown(wait=False, cancel_futures=True)
 
     def purge_expired_outputs(self) -> int:
-        """Delete stored objects older than the retention period; returns how many."""
+        """Delete outputs older than the retention period; returns how many.
+
+        Only ``outputs/``: kept inputs of unfinished jobs and profile photos stay.
+        """
         from datetime import UTC, datetime, timedelta
 
         cutoff = datetime.now(UTC) - timedelta(hours=self.settings.retention_hours)
-        return self.storage.delete_older_than(cutoff)
+        return self.storage.delete_older_than(cutoff, prefix="outputs")
 
     # ---- the work, on a worker thread ----------------------------------------------------
 

@@ -82,8 +82,9 @@ class Storage(Protocol):
         """Remove every object whose key starts with ``prefix + "/"``; return how many."""
         ...
 
-    def delete_older_than(self, cutoff: datetime) -> int:
-        """Remove every object created strictly before ``cutoff`` (aware); return how many."""
+    def delete_older_than(self, cutoff: datetime, prefix: str | None = None) -> int:
+        """Remove every object created strictly before ``cutoff`` (aware), only under
+        ``prefix + "/"`` when given; return how many."""
         ...
 
 

@@ -128,10 +128,11 @@ class LocalStorage:
         self._prune_empty_dirs(folder.parent)
         return deleted
 
-    def delete_older_than(self, cutoff: datetime) -> int:
+    def delete_older_than(self, cutoff: datetime, prefix: str | None = None) -> int:
         cutoff = require_aware(cutoff, "cutoff")
+        folder = self.root if prefix is None else self._path(validate_prefix(prefix))
         deleted = 0
-        for path in _object_files(self.root):
+        for path in _object_files(folder):
             if self._read_meta(path)[1] < cutoff and self._delete_object(path):
                 deleted += 1
         # Leftovers of puts that crashed: temporary files and sidecars without data.
