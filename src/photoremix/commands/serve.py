@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -62,6 +64,9 @@ def serve_command(host: str | None, port: int | None, data_dir: Path | None) -> 
     example = write_example_request(settings.data_dir.expanduser())
     _print_welcome(settings, key, example)
     configure_logging()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it
+    # found installed; exiting 0 there tells service managers the stop was clean.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         create_app(settings),
         host=settings.host,
