@@ -36,11 +36,12 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
+        status_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, status_started = message["status"], True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("ascii")))
                 message = {**message, "headers": headers}
@@ -48,6 +49,12 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Starlette's outermost error middleware would answer without our header.
+            log.exception("unhandled error")
+            if status_started:
+                raise
+            await _internal_error(send, request_id)
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
@@ -62,6 +69,28 @@ class RequestContextMiddleware:
                 extra={"route": route, "status": status, "seconds": round(elapsed, 4)},
             )
             request_id_var.reset(token)
+
+
+async def _internal_error(send: Send, request_id: str) -> None:
+    body = json.dumps(
+        {
+            "detail": "Internal error. Quote the request_id when reporting it.",
+            "code": "internal_error",
+            "request_id": request_id,
+        }
+    ).encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode("ascii")),
+                (b"x-request-id", request_id.encode("ascii")),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimitMiddleware:

@@ -7,7 +7,7 @@ that do not know them can ignore them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -23,7 +23,7 @@ _NOT_ACCEPTED = {
 class RemixBody(BaseModel):
     """``POST /v1/phota/remix``: restyle ``input_image`` with the look of ``reference_image``."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     input_image: str = Field(
         min_length=1,
@@ -165,11 +165,11 @@ class JobError(BaseModel):
 class JobDocument(BaseModel):
     """An async job. Also the body POSTed to the job's callback_url when it finishes."""
 
-    job_id: str
+    job_id: str = Field(description="Id of the job.")
     status: Literal["queued", "running", "succeeded", "failed"] = Field(
         description="queued -> running -> succeeded | failed."
     )
-    poll_url: str
+    poll_url: str = Field(description="This document's own URL.")
     created_at: str = Field(description="ISO 8601, UTC.")
     started_at: str | None = Field(description="ISO 8601, UTC; null until it runs.")
     finished_at: str | None = Field(description="ISO 8601, UTC; null until it finishes.")
@@ -186,18 +186,23 @@ class ErrorBody(BaseModel):
 
 
 class LedgerRow(BaseModel):
-    id: int
+    id: int = Field(description="Ledger row id (increasing).")
     created_at: str = Field(description="ISO 8601, UTC.")
-    kind: Literal["credit", "reserve", "settle", "refund"]
+    kind: Literal["credit", "reserve", "settle", "refund"] = Field(
+        description=(
+            "credit: money added; reserve: worst case held before work; settle: closes a "
+            "reservation (the note says what was charged); refund: money given back."
+        )
+    )
     amount: str = Field(description="Signed dollars, e.g. '-0.45'.")
     balance_after: str = Field(description="Balance in dollars after this movement.")
     reference: str | None = Field(description="What the movement is for, e.g. 'job:<id>'.")
-    note: str
+    note: str = Field(description="Human-readable explanation.")
 
 
 class BalanceResponse(BaseModel):
     balance: str = Field(description="Prepaid balance in dollars (exact decimal), e.g. '9.76'.")
-    currency: Literal["USD"] = "USD"
+    currency: Literal["USD"] = Field(default="USD", description="Always USD.")
     ledger: list[LedgerRow] = Field(description="Most recent balance movements, newest first.")
 
 
@@ -205,3 +210,82 @@ class WebhookSecretResponse(BaseModel):
     webhook_secret: str = Field(description="Key of the HMAC-SHA256 signature of your callbacks.")
     signature_header: str = Field(description="Header carrying the signature: X-Phota-Signature.")
     scheme: str = Field(description="How to verify a callback with the secret.")
+
+
+# --- profiles (trained identities) -------------------------------------------------------
+
+ProfileStatus = Literal["VALIDATING", "QUEUING", "IN_PROGRESS", "READY", "ERROR", "INACTIVE"]
+
+
+class AddProfileBody(BaseModel):
+    """``POST /v1/phota/profiles/add``: train a profile of one subject from its photos."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image_urls: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1,
+        max_length=50,
+        description=(
+            "Photos of the subject: public http(s) URLs or (extension) raw base64 / data: URIs, "
+            "JPEG, PNG, WebP or HEIC/HEIF. 5-50 in all with the default settings; the count "
+            "must also fit training_tier. Group shots are fine when the subject is the person "
+            "seen in most photos. A wrong count is a 422 naming image_urls."
+        ),
+    )
+    training_tier: Literal["standard", "fast"] = Field(
+        default="standard",
+        description=(
+            '"standard" (10-50 photos, $2.90) or "fast" (5-10 photos, $1.49), with the '
+            "default settings. The price is reserved at once (402 when short), charged when "
+            "the profile is READY and refunded if training fails."
+        ),
+    )
+    tag: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description=(
+            "Optional immutable label to group profiles, e.g. your end-user's id; "
+            "filter with GET /v1/phota/profiles/ids?tag=..."
+        ),
+    )
+
+
+class AddProfileResponse(BaseModel):
+    profile_id: str = Field(description="Id of the new profile; poll its status until READY.")
+
+
+class ProfileSummary(BaseModel):
+    profile_id: str = Field(description="Id of the profile.")
+    status: ProfileStatus = Field(description="Training status (see the status endpoint).")
+    tag: str | None = Field(description="The tag given when the profile was added.")
+    created_at: str = Field(description="ISO 8601, UTC.")
+
+
+class ProfileIdsResponse(BaseModel):
+    """The hosted API shows only ``{"profiles": []}``; the element shape is this server's
+    choice: an object per profile rather than a bare id, so one call shows the status too."""
+
+    profiles: list[ProfileSummary] = Field(description="The account's profiles, oldest first.")
+
+
+class ProfileStatusResponse(BaseModel):
+    profile_id: str = Field(description="The profile queried.")
+    status: ProfileStatus = Field(
+        description=(
+            "VALIDATING (photos being fetched and checked) -> QUEUING (waiting to be trained) "
+            "-> IN_PROGRESS (training) -> READY (usable in remix) or ERROR (see message). "
+            "INACTIVE is part of the hosted enum and is not used by this server."
+        )
+    )
+    message: str | None = Field(
+        description=(
+            "ERROR: what failed, naming each photo (image_urls[i]) and why. READY: how many "
+            "photos were used, and which were not and why. Null while training."
+        )
+    )
+
+
+class DeleteProfileResponse(BaseModel):
+    profile_id: str = Field(description="Id of the deleted profile.")
+    status: str = Field(description='"ok": the profile, its photos and its model are gone.')
