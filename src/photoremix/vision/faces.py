@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -153,3 +154,32 @@ def face_embedding(
 def embedding_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Euclidean distance between two embeddings; > SAME_PERSON_DISTANCE: different people."""
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+# --- Helpers for vision.identity (additive: the functions above keep their behaviour) ---
+
+
+def resize_long_side(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
+    """``image`` resized so its long side is ``long_side`` px, and the factor applied.
+
+    The same resize ``detect_faces(image, long_side)`` runs before detection (area
+    interpolation down, bilinear up), so landmarks it returns, multiplied by the factor,
+    are pixel positions in the returned image. Returns ``image`` itself when no resize is
+    needed.
+    """
+    return _resize_long_side(np.ascontiguousarray(image), long_side)
+
+
+def chip_embeddings(chips: Sequence[np.ndarray]) -> np.ndarray:
+    """128-d dlib embeddings of aligned face chips: (N, 128) float32.
+
+    chips: (150, 150, 3) uint8 RGB crops aligned the way ``dlib.get_face_chip`` aligns
+    them with the 5-point landmarks and padding 0.25, which is what
+    ``compute_face_descriptor(image, shape)`` does inside; the results are the same.
+    """
+    if not chips:
+        return np.zeros((0, 128), np.float32)
+    batch = [np.ascontiguousarray(chip, dtype=np.uint8) for chip in chips]
+    with _dlib_lock:
+        descriptors = _embedding_model().compute_face_descriptor(batch)
+    return np.asarray([np.asarray(d) for d in descriptors], dtype=np.float32).reshape(-1, 128)
