@@ -46,7 +46,7 @@ def test_migrations_create_schema_on_empty_file_and_are_idempotent(tmp_path: Pat
             # The migration and the models describe the same schema.
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
             versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
-            assert versions.scalars().all() == ["0002"]
+            assert versions.scalars().all() == ["0003"]
     finally:
         engine.dispose()
 

@@ -86,6 +86,27 @@ class Settings(BaseSettings):
             "worst case reserved per requested output before work starts."
         ),
     )
+    price_profile_standard: Price = Field(
+        default=Decimal("2.90"),
+        description=(
+            "Dollars charged for training a standard-tier profile; reserved when the profile "
+            "is added, charged when it is READY, refunded when training fails."
+        ),
+    )
+    price_profile_fast: Price = Field(
+        default=Decimal("1.49"),
+        description="Dollars charged for training a fast-tier profile (billed like standard).",
+    )
+    profile_min_photos: int = Field(
+        default=5,
+        ge=1,
+        le=10,
+        description=(
+            "Fewest photos a profile is added with and trained from. The fast tier takes "
+            "this many to 10 photos, the standard tier twice this many to 50 (5: the hosted "
+            "API's 5-10 and 10-50). Benchmarks with few photos per person lower it."
+        ),
+    )
 
     # --- the HTTP service -------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address `photoremix serve` binds to.")
@@ -153,6 +174,20 @@ class Settings(BaseSettings):
     )
     callback_first_backoff_s: float = Field(
         default=2.0, gt=0, description="Wait before the second callback attempt; doubles after."
+    )
+
+    identity_max_distance: float = Field(
+        default=0.2,
+        gt=0,
+        le=1.0,
+        description=(
+            "Largest dlib embedding distance allowed between a face in the input and the same "
+            "face in an output; beyond it the output is rendered again with stronger face "
+            "protection (0.6 means 'a different person')."
+        ),
+    )
+    identity_rerender_attempts: int = Field(
+        default=2, ge=0, le=5, description="Re-renders allowed per output to keep a face."
     )
 
     @model_validator(mode="after")

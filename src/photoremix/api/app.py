@@ -17,10 +17,11 @@ from fastapi import FastAPI
 from photoremix import __version__
 from photoremix.api.errors import install_error_handlers
 from photoremix.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from photoremix.api.routes import account, files, health, remix
+from photoremix.api.routes import account, files, health, profiles, remix
 from photoremix.engines import Engine, get_engine
 from photoremix.observability import Metrics
 from photoremix.persistence import make_engine, make_session_factory, migrate
+from photoremix.services.profiles import ProfileService
 from photoremix.services.remix import API_PREFIX, RemixService
 from photoremix.settings import Settings, get_settings
 from photoremix.storage import LocalStorage, UrlSigner
@@ -51,10 +52,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         database = make_engine(settings.database_url)
         migrate(database)
         pool = WorkerPool(settings.workers, settings.queue_size)
+        sessions = make_session_factory(database)
+        storage = LocalStorage(settings.data_dir.expanduser() / "files")
         service = RemixService(
             settings=settings,
-            sessions=make_session_factory(database),
-            storage=LocalStorage(settings.data_dir.expanduser() / "files"),
+            sessions=sessions,
+            storage=storage,
             signer=UrlSigner(
                 settings.signing_secret_bytes(),
                 ttl=timedelta(hours=settings.download_url_ttl_hours),
@@ -63,11 +66,18 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             pool=pool,
             metrics=metrics,
         )
+        profile_service = ProfileService(settings, sessions, storage, service.fetch_policy)
+        service.profiles = profile_service
         metrics.track_pool(lambda: pool.queue_depth, lambda: min(pool.pending, pool.workers))
         app.state.service = service
-        recovered = service.recover()
-        if any(recovered.values()):
-            log.warning("jobs left by the previous run", extra=recovered)
+        app.state.profiles = profile_service
+        # Profiles first: resumed remix jobs may need their models.
+        for name, recovered in (
+            ("profiles", profile_service.recover()),
+            ("jobs", service.recover()),
+        ):
+            if any(recovered.values()):
+                log.warning("%s left by the previous run", name, extra=recovered)
         stop_purging = threading.Event()
         purger = threading.Thread(
             target=_purge_periodically, args=(service, stop_purging), daemon=True
@@ -80,6 +90,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             # Queued jobs stay "queued" in the database and resume on the next start.
             pool.shutdown(wait=False)
             service.close()
+            profile_service.close()
             database.dispose()
 
     app = FastAPI(
@@ -92,7 +103,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (remix.router, account.router, files.router, health.router):
+    for router in (remix.router, profiles.router, account.router, files.router, health.router):
         app.include_router(router)
     # Outermost first: the request id exists before the body limit can refuse.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

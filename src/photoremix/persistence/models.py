@@ -188,3 +188,50 @@ class Job(Base):
         Index("ux_jobs_account_client_request", "account_id", "client_request_id", unique=True),
         Index("ix_jobs_status", "status"),
     )
+
+
+# VALIDATING -> QUEUING -> IN_PROGRESS -> READY | ERROR, as in the hosted API. INACTIVE is
+# in the hosted enum (meaning undocumented); it is accepted here but never set.
+PROFILE_STATUSES: Final = ("VALIDATING", "QUEUING", "IN_PROGRESS", "READY", "ERROR", "INACTIVE")
+PROFILE_TIERS: Final = ("standard", "fast")
+
+
+class Profile(Base):
+    """A trained identity: one subject learned from reference photos (see services.profiles).
+
+    The photos and the profile picture live in storage under ``profiles/<id>/``; the row
+    keeps the learned model (``ProfileModel.to_dict()``) once READY. Deleting a profile
+    deletes the row and everything in storage.
+    """
+
+    __tablename__ = "profiles"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # Chosen by the client at creation (e.g. its end-user's id) and never changed.
+    tag: Mapped[str | None] = mapped_column(String(128), default=None)
+    training_tier: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="VALIDATING")
+    # For the owner: why training failed, or which photos were not used.
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    photo_count: Mapped[int] = mapped_column(Integer)
+    # One entry per submitted photo, in request order: {"label": "image_urls[3] (https://..)",
+    # "problem": null | "why it could not be fetched or decoded"}.
+    photos: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    model: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    reservation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ledger_entries.id"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('VALIDATING', 'QUEUING', 'IN_PROGRESS', 'READY', 'ERROR', 'INACTIVE')",
+            name="ck_profiles_status",
+        ),
+        CheckConstraint("training_tier IN ('standard', 'fast')", name="ck_profiles_tier"),
+        # Listing filters by account and tag; recovery looks for unfinished statuses.
+        Index("ix_profiles_account_id_tag", "account_id", "tag"),
+        Index("ix_profiles_status", "status"),
+    )
