@@ -524,11 +524,12 @@ def test_loopback_url_is_refused_when_not_allowlisted(tmp_path: Path) -> None:
     [{"profile_ids": ["no-such-profile"]}, {"prompt": "warmer, [[no-such-profile]]"}],
     ids=["profile_ids", "prompt-mention"],
 )
-def test_unknown_profile_is_404(shared_api: Api, fields: dict[str, Any]) -> None:
+def test_unknown_profile_is_400_naming_it(shared_api: Api, fields: dict[str, Any]) -> None:
+    # The identity issue: every candidate must be the caller's and READY, else 400 naming it.
     def send() -> httpx.Response:
         return shared_api.remix(**fields)
 
-    detail = assert_refused(shared_api, send, 404, "profile_not_found").json()["detail"]
+    detail = assert_refused(shared_api, send, 400, "profile_not_found").json()["detail"]
     assert "'no-such-profile'" in detail
 
 

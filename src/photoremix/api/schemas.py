@@ -41,7 +41,7 @@ class RemixBody(BaseModel):
         max_length=20,
         description=(
             "Profiles whose identity is preserved when recognised. Also read from "
-            "[[profile_id]] mentions in the prompt. Unknown ids are a 404."
+            "[[profile_id]] mentions in the prompt. Each must be yours and READY, else 400."
         ),
     )
     prompt: str | None = Field(

@@ -28,6 +28,11 @@ class RemixRequest:
     output_size: (width, height) of every output image; see ``imaging.sizing.output_size_2k``.
     seed: base seed; output ``i`` uses ``seed + i``.
     style_strength: 0..1 overall strength of the look transfer; None = engine default.
+    variation_offset: render variations ``offset .. offset + num_outputs - 1`` (with seeds
+        ``seed + offset + i``), so one variation can be rendered again on its own.
+    identity_protection: 0..1 extra protection of the faces on top of the engine's normal
+        guard (1 = change faces as little as the engine can); raised when a re-render is
+        needed because a face drifted too far from the input.
     """
 
     content: np.ndarray
@@ -38,6 +43,8 @@ class RemixRequest:
     num_outputs: int = 1
     seed: int = 0
     style_strength: float | None = None
+    variation_offset: int = 0
+    identity_protection: float = 0.0
 
 
 @dataclass

@@ -110,6 +110,12 @@ def _load_engine() -> Engine:
     type=click.FloatRange(0.0, 1.0),
     help="Engine style strength 0..1 [default: the engine's].",
 )
+@click.option(
+    "--identity-guard",
+    is_flag=True,
+    help="Run the engine as the service does: check every output's faces and re-render "
+    "drifted ones (PHOTOREMIX_IDENTITY_MAX_DISTANCE, ..._RERENDER_ATTEMPTS).",
+)
 def eval_command(
     cases_file: Path,
     root: Path | None,
@@ -122,6 +128,7 @@ def eval_command(
     seed: int,
     contact_sheet: bool,
     style_strength: float | None,
+    identity_guard: bool,
 ) -> None:
     """Remix every case in CASES.json with each method and report style, texture,
     structure and identity metrics (table on screen, per-output CSV, contact sheets)."""
@@ -136,6 +143,16 @@ def eval_command(
     if not cases:
         raise click.ClickException(f"{cases_file} lists no cases")
     engine = _load_engine() if use_engine else None
+    if engine is not None and identity_guard:
+        from photoremix.services.identity import IdentityKeepingEngine
+        from photoremix.settings import get_settings
+
+        settings = get_settings()
+        engine = IdentityKeepingEngine(
+            engine,
+            max_distance=settings.identity_max_distance,
+            rerender_attempts=settings.identity_rerender_attempts,
+        )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -27,10 +27,11 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError
@@ -48,8 +49,11 @@ from photoremix.imaging import (
 from photoremix.net.fetch import FetchError, FetchPolicy, fetch_url
 from photoremix.observability import Metrics
 from photoremix.persistence.models import Account, Job
-from photoremix.services import billing, jobs, webhooks
+from photoremix.services import billing, identity, jobs, webhooks
 from photoremix.services.jobs import JobFailure
+
+if TYPE_CHECKING:
+    from photoremix.services.profiles import ProfileService
 from photoremix.settings import Settings
 from photoremix.storage import ObjectNotFound, Storage, UrlSigner
 
@@ -171,6 +175,15 @@ class Replayed:
     response: dict[str, Any]
 
 
+@dataclass
+class _Rendered:
+    """Outputs after the identity check, with the profiles recognised in them."""
+
+    outputs: list[RemixOutput]
+    counts: dict[str, int]  # profile id -> outputs in which it was recognised
+    recognised_outputs: int  # outputs with at least one recognised profile
+
+
 class _Cancelled(Exception):
     """Raised inside the engine's progress callback to stop a job that timed out."""
 
@@ -195,6 +208,7 @@ class RemixService:
         engine: Engine,
         pool: Any,  # workers.WorkerPool (Any keeps services free of the workers package)
         metrics: Metrics | None = None,
+        profiles: ProfileService | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -203,6 +217,7 @@ class RemixService:
         self.engine = engine
         self.pool = pool
         self.metrics = metrics or Metrics()
+        self.profiles = profiles
         self.prices = billing.Prices.from_settings(settings)
         self.fetch_policy = FetchPolicy(
             max_bytes=settings.fetch_max_bytes,
@@ -223,13 +238,12 @@ class RemixService:
         self._check_combination(submission)
         profile_ids = _mentioned_profiles(submission)
         if profile_ids:
-            # Profiles (trained identities) are not stored by this server yet, so every id
-            # is unknown; 404 rather than silently remixing without the identity asked for.
-            raise NotFound(
-                f"Profile {profile_ids[0]!r} was not found for this account. "
-                "Check the id with GET /v1/phota/profiles/ids.",
-                code="profile_not_found",
-            )
+            if self.profiles is None:
+                raise NotFound(
+                    f"Profile {profile_ids[0]!r} was not found for this account.",
+                    code="profile_not_found",
+                )
+            self.profiles.ready_models(account.id, profile_ids)  # 400 naming a bad one
         fingerprint = submission.fingerprint() if submission.client_request_id else ""
         if submission.client_request_id:
             earlier = self._earlier_submit(account.id, submission, fingerprint, base_url)
@@ -243,8 +257,8 @@ class RemixService:
             )
         if self.pool.pending >= self.pool.capacity:
             raise Busy(
-                f"The service is busy: {self.pool.capacity} remixes are running or waiting. "
-                f"Retry after {Busy.retry_after_s} seconds."
+                f"The service is busy: all {self.pool.capacity} places (running or waiting) "
+                f"are taken. Retry after {Busy.retry_after_s} seconds."
             )
 
         content = self._load(submission.input_image, "input_image")
@@ -378,8 +392,8 @@ class RemixService:
         try:
             if inputs is None:
                 inputs = self._kept_inputs(job_id)
-            outputs = self._render(params, inputs, deadline, cancel)
-            response, stored_keys = self._deliver_outputs(job_id, params, outputs)
+            rendered = self._render(params, inputs, deadline, cancel)
+            response, stored_keys = self._deliver_outputs(job_id, params, rendered)
         except _Cancelled:
             self._fail(job_id, _timeout_failure(self.settings, is_async))
             raise TimedOut("The remix exceeded its time limit.") from None
@@ -396,14 +410,14 @@ class RemixService:
 
         # What the database keeps: storage keys, not signed URLs (signed on every read).
         kept = {**response, "images": [], "download_urls": [], "output_keys": stored_keys}
-        recognised = 0  # filled in by profile recognition (identity feature)
+        outputs, recognised = len(rendered.outputs), rendered.recognised_outputs
         with self.sessions.begin() as session:
-            charge = jobs.succeed(session, job_id, kept, len(outputs), recognised)
+            charge = jobs.succeed(session, job_id, kept, outputs, recognised)
         if charge is None:  # timed out meanwhile: the caller got a 504 and a refund
             for key in stored_keys:
                 self.storage.delete(key)
             raise TimedOut("The remix exceeded its time limit.")
-        self.metrics.outputs_billed.labels("plain").inc(len(outputs) - recognised)
+        self.metrics.outputs_billed.labels("plain").inc(outputs - recognised)
         self.metrics.outputs_billed.labels("recognised").inc(recognised)
         self.metrics.jobs_finished.labels("succeeded").inc()
         if is_async:
@@ -416,42 +430,72 @@ class RemixService:
         inputs: tuple[LoadedImage, LoadedImage],
         deadline: float,
         cancel: threading.Event,
-    ) -> list[RemixOutput]:
+    ) -> _Rendered:
+        """Recognise, render, check every output's faces and re-render drifted ones."""
         content, reference = (image.pixels for image in inputs)
 
-        def check_time(done: int, total: int) -> None:
+        def check_time(done: int = 0, total: int = 0) -> None:
             if cancel.is_set() or time.monotonic() > deadline:
                 raise _Cancelled
 
+        started = time.perf_counter()
+        candidates = (
+            self.profiles.ready_models(params["account_id"], params["profile_ids"])
+            if self.profiles is not None and params.get("profile_ids")
+            else []
+        )
+        who = identity.recognise_input(content, candidates)
+        recognise_s = time.perf_counter() - started
         request = RemixRequest(
             content=content,
             reference=reference,
             output_size=output_size_2k(content.shape[1], content.shape[0]),
-            prompt=params["prompt"],
+            prompt=identity.engine_prompt(params["prompt"], who),
+            faces=tuple(observation.face for observation in who.faces),
             num_outputs=params["num_output_images"],
             seed=params["seed"],
             style_strength=params["style_strength"],
         )
+        checked = identity.render_keeping_identity(
+            lambda r: self._run_engine(r, check_time),
+            request,
+            who,
+            candidates,
+            max_distance=self.settings.identity_max_distance,
+            rerender_attempts=self.settings.identity_rerender_attempts,
+            before_each=check_time,
+        )
+        counts: dict[str, int] = {}
+        for item in checked:
+            for profile_id in item.recognised_profiles:
+                counts[profile_id] = counts.get(profile_id, 0) + 1
+        outputs = [item.output for item in checked]
+        outputs[0].report.timings["recognise"] = recognise_s
+        recognised_outputs = sum(bool(item.recognised_profiles) for item in checked)
+        return _Rendered(outputs, counts, recognised_outputs)
+
+    def _run_engine(
+        self, request: RemixRequest, check_time: Callable[[int, int], None]
+    ) -> list[RemixOutput]:
         started = time.perf_counter()
         try:
             outputs = self.engine.remix(request, progress=check_time)
         except EngineError as error:
             raise RemixFailed(f"The {self.engine.name} engine failed: {error}") from None
         finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.engine_seconds.labels(self.engine.name).inc(elapsed)
+            self.metrics.engine_seconds.labels(self.engine.name).inc(time.perf_counter() - started)
         check_time(len(outputs), len(outputs))
         return outputs
 
     def _deliver_outputs(
-        self, job_id: str, params: dict[str, Any], outputs: list[RemixOutput]
+        self, job_id: str, params: dict[str, Any], rendered: _Rendered
     ) -> tuple[dict[str, Any], list[str]]:
         """Encode the outputs: base64 in the response (bytes) or stored + signed (urls)."""
         fmt = params["output_format"]
         images: list[str] = []
         keys: list[str] = []
         reports: list[dict[str, Any]] = []
-        for index, output in enumerate(outputs):
+        for index, output in enumerate(rendered.outputs):
             started = time.perf_counter()
             data = encode_image(output.image, fmt)
             if params["response_mode"] == "urls":
@@ -463,7 +507,7 @@ class RemixService:
             output.report.timings["encode"] = time.perf_counter() - started
             reports.append(_report_dict(output))
         response = {
-            "known_subjects": {"counts": {}},
+            "known_subjects": {"counts": rendered.counts},
             "images": images,
             "download_urls": [self._download_url(params["base_url"], key) for key in keys],
             "reports": reports,
@@ -584,6 +628,8 @@ class RemixService:
         worst_case: Any,
     ) -> str | None:
         params = {
+            "account_id": account_id,
+            "profile_ids": _mentioned_profiles(submission),
             "num_output_images": submission.num_output_images,
             "output_format": submission.output_format,
             "response_mode": submission.response_mode,

@@ -14,11 +14,15 @@ from photoremix.services.remix import Accepted, Pending, RemixSubmission, Replay
 router = APIRouter(prefix="/v1/phota", tags=["Studio"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Invalid request: bad image, URL or combination."},
+    400: {
+        "model": ErrorBody,
+        "description": "Invalid request: bad image or URL, a field combination, or a profile "
+        "that is unknown or not READY.",
+    },
     401: {"model": ErrorBody, "description": "Invalid API key in the X-API-Key header."},
     402: {"model": ErrorBody, "description": "Insufficient prepaid credit balance."},
     403: {"model": ErrorBody, "description": "Missing X-API-Key header (no API key provided)."},
-    404: {"model": ErrorBody, "description": "Resource not found (e.g. an unknown profile id)."},
+    404: {"model": ErrorBody, "description": "Resource not found (e.g. another account's job)."},
     409: {"model": ErrorBody, "description": "client_request_id reused with another request."},
     413: {"model": ErrorBody, "description": "Request body larger than the server's limit."},
     500: {"model": ErrorBody, "description": "Internal error; nothing was charged."},

@@ -104,7 +104,9 @@ class ClassicEngine:
 
         base_strength = 1.0 if request.style_strength is None else float(request.style_strength)
         outputs: list[RemixOutput] = []
-        for index in range(request.num_outputs):
+        for index in range(
+            request.variation_offset, request.variation_offset + request.num_outputs
+        ):
             t0 = time.perf_counter()
             variation = variation_for(index)
             seed = request.seed + index
@@ -119,6 +121,7 @@ class ClassicEngine:
                 face_mask,
                 keep_mask,
                 request.output_size,
+                request.identity_protection,
             )
             image = render(content, plan)
             applied.update(faces_guarded=len(faces), keep_background=keep_note)
@@ -133,7 +136,7 @@ class ClassicEngine:
             )
             outputs.append(RemixOutput(image=image, report=report))
             if progress is not None:
-                progress(index + 1, request.num_outputs)
+                progress(len(outputs), request.num_outputs)
         return outputs
 
     @staticmethod
@@ -165,6 +168,7 @@ class ClassicEngine:
         face_mask: np.ndarray,
         keep_mask: np.ndarray,
         output_size: tuple[int, int],
+        protection: float = 0.0,
     ) -> tuple[RenderPlan, dict]:
         strength = float(
             np.clip(base_strength * variation.strength * directives.strength, 0.0, 1.6)
@@ -199,6 +203,12 @@ class ClassicEngine:
             else look.vignette * variation.vignette * min(strength, 1.3)
         )
         guard = GUARD_KEEP_SKIN if directives.keep_skin_tones else GUARD
+        # Extra protection (a re-render after a face drifted): tighter limits, the face's
+        # own detail and less grain; at 1 the guard keeps a quarter of its normal leeway.
+        protection = float(np.clip(protection, 0.0, 1.0))
+        guard = {name: limit * (1.0 - 0.75 * protection) for name, limit in guard.items()}
+        face_detail_gain += (1.0 - face_detail_gain) * protection
+        face_grain = FACE_GRAIN * (1.0 - protection)
 
         plan = RenderPlan(
             shaper=lut.shaper,
@@ -216,7 +226,7 @@ class ClassicEngine:
             vignette=float(vignette),
             grain=template,
             grain_curve=np.ascontiguousarray(grain_curve, dtype=np.float32),
-            face_grain=FACE_GRAIN,
+            face_grain=face_grain,
             grain_chroma=float(look.grain.chroma),
             grain_offset=(
                 int(rng.integers(GRAIN_TEMPLATE_SIZE)),
@@ -233,6 +243,7 @@ class ClassicEngine:
             "grain_std": round(float(np.median(grain_curve)) * 255, 2),
             "reference_grain_std": round(look.reference_grain * 255, 2),
             "vignette": round(float(vignette), 3),
+            "identity_protection": round(protection, 3),
             "directives": [
                 {"clause": m.clause, "settings": dict(m.settings)} for m in directives.matched
             ],
