@@ -48,6 +48,9 @@ def error_response(
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
+# FastAPI's answer when the body cannot even be decoded as text (e.g. not UTF-8).
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "invalid_api_key",
@@ -81,6 +84,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and error.detail == _FASTAPI_BODY_ERROR:
+            detail = (
+                "The request body is not valid JSON (it is not UTF-8 text). Send a JSON object."
+            )
+            return error_response(request, 400, "invalid_json", detail)
         code = _STATUS_CODES.get(error.status_code, "http_error")
         return error_response(request, error.status_code, code, error.detail, error.headers)
 

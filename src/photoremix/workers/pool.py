@@ -25,7 +25,7 @@ class PoolFull(Exception):  # noqa: N818 (reads as a state: "the pool is full")
 
     def __init__(self, capacity: int) -> None:
         super().__init__(
-            f"The service is busy: {capacity} remixes are running or waiting. "
+            f"The service is busy: all {capacity} places (running or waiting) are taken. "
             "Retry after a few seconds."
         )
 

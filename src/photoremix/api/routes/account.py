@@ -7,11 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from photoremix.api.deps import AccountDep, ServiceDep
-from photoremix.api.schemas import BalanceResponse, LedgerRow, WebhookSecretResponse
+from photoremix.api.schemas import BalanceResponse, ErrorBody, LedgerRow, WebhookSecretResponse
 from photoremix.services.billing import recent_ledger
 from photoremix.services.webhooks import SIGNATURE_HEADER
 
-router = APIRouter(prefix="/v1/phota", tags=["Account"])
+router = APIRouter(
+    prefix="/v1/phota",
+    tags=["Account"],
+    responses={
+        401: {"model": ErrorBody, "description": "Invalid API key in the X-API-Key header."},
+        403: {"model": ErrorBody, "description": "Missing X-API-Key header (no API key provided)."},
+    },
+)
 
 _SCHEME = (
     "The header is 't=<unix seconds>,v1=<hex>' where v1 = HMAC-SHA256(webhook_secret, "

@@ -5,7 +5,9 @@ No API key: the signature is the permission (the link can be handed to a browser
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
 
 from photoremix.api.deps import ServiceDep
 from photoremix.api.errors import ApiError
@@ -24,9 +26,13 @@ router = APIRouter(prefix="/v1/phota", tags=["Downloads"])
         404: {"description": "The output is no longer kept (retention period passed)."},
     },
 )
-def download(key: str, request: Request, service: ServiceDep) -> Response:
-    expires = request.query_params.get("expires", "")
-    signature = request.query_params.get("signature", "")
+def download(
+    key: str,
+    request: Request,
+    service: ServiceDep,
+    expires: Annotated[str, Query(description="Unix time the link stops working.")] = "",
+    signature: Annotated[str, Query(description="HMAC-SHA256 of the path and expiry.")] = "",
+) -> Response:
     try:
         service.signer.verify(request.url.path, expires, signature)
     except SignatureExpired as error:

@@ -17,7 +17,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The service can take remixes")
+@router.get(
+    "/readyz",
+    summary="The service can take remixes",
+    responses={503: {"description": "Not ready: the body lists the problems."}},
+)
 def readyz(service: ServiceDep) -> JSONResponse:
     """200 when the database answers and the worker pool has room; else 503 with reasons."""
     problems: list[str] = []
