@@ -95,6 +95,19 @@ def worst_case_price(outputs: int, settings: Settings) -> Decimal:
     return Prices.from_settings(settings).worst_case(outputs)
 
 
+def load_reservation(session: Session, ledger_entry_id: int | None) -> Reservation:
+    """The reservation made by ledger row ``ledger_entry_id`` (a ``reserve`` row)."""
+    entry = session.get(LedgerEntry, ledger_entry_id) if ledger_entry_id is not None else None
+    if entry is None or entry.kind != "reserve":
+        raise ValueError(f"ledger row {ledger_entry_id} is not a reservation")
+    return Reservation(
+        account_id=entry.account_id,
+        amount=-entry.amount,
+        reference=entry.reference,
+        ledger_entry_id=entry.id,
+    )
+
+
 def reserve(
     session: Session, account_id: str, amount: Decimal | str, reference: str | None = None
 ) -> Reservation:

@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from photoremix.persistence.models import Job, LedgerEntry, utcnow
+from photoremix.persistence.models import Job, utcnow
+from photoremix.persistence.transitions import transition
 from photoremix.services import billing
 
 UNFINISHED = ("queued", "running")
@@ -159,28 +160,11 @@ def set_callback_status(session: Session, job_id: str, status: str) -> None:
 
 
 def _move(session: Session, job_id: str, from_statuses: Sequence[str], **values: Any) -> bool:
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(from_statuses))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    job = session.get(Job, job_id)
-    if job is not None:
-        session.refresh(job)
-    return result.rowcount == 1
+    return transition(session, Job, job_id, from_statuses, **values)
 
 
 def _reservation(session: Session, job: Job) -> billing.Reservation:
-    entry = session.get(LedgerEntry, job.reservation_id)
-    if entry is None:  # every job is created with its reservation
-        raise RuntimeError(f"job {job.id} has no reservation")
-    return billing.Reservation(
-        account_id=job.account_id,
-        amount=-entry.amount,
-        reference=entry.reference,
-        ledger_entry_id=entry.id,
-    )
+    return billing.load_reservation(session, job.reservation_id)
 
 
 def _prices(job: Job) -> billing.Prices:

@@ -39,12 +39,13 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from photoremix.imaging import ImageError, decode_image, decode_image_text, encode_image
 from photoremix.net.fetch import FetchError, FetchPolicy, fetch_url
-from photoremix.persistence.models import Account, LedgerEntry, Profile, utcnow
+from photoremix.persistence.models import Account, Profile, utcnow
+from photoremix.persistence.transitions import transition
 from photoremix.services import billing
 from photoremix.services.remix import (
     Busy,
@@ -580,28 +581,11 @@ def _owned(session: Session, account_id: str, profile_id: str) -> Profile:
 
 def _move(session: Session, profile_id: str, from_statuses: Sequence[str], **values: Any) -> bool:
     """Set ``values`` if the profile's status is one of ``from_statuses``; True if it was."""
-    result = session.execute(
-        update(Profile)
-        .where(Profile.id == profile_id, Profile.status.in_(from_statuses))
-        .values(updated_at=utcnow(), **values)
-        .execution_options(synchronize_session=False)
-    )
-    profile = session.get(Profile, profile_id)
-    if profile is not None:
-        session.refresh(profile)
-    return result.rowcount == 1
+    return transition(session, Profile, profile_id, from_statuses, updated_at=utcnow(), **values)
 
 
 def _reservation(session: Session, profile: Profile) -> billing.Reservation:
-    entry = session.get(LedgerEntry, profile.reservation_id)
-    if entry is None:  # every profile is created with its reservation
-        raise RuntimeError(f"profile {profile.id} has no reservation")
-    return billing.Reservation(
-        account_id=profile.account_id,
-        amount=-entry.amount,
-        reference=entry.reference,
-        ledger_entry_id=entry.id,
-    )
+    return billing.load_reservation(session, profile.reservation_id)
 
 
 def _prefix(profile_id: str) -> str:

@@ -1,0 +1,37 @@
+"""Compare-and-set status changes, the one way jobs and profiles change state.
+
+``UPDATE ... WHERE id = ? AND status IN (...)`` is atomic on SQLite and PostgreSQL alike:
+when two parties race to finish the same row (a timeout and its worker, a restart and a
+late thread), exactly one sees ``True`` and only that one may touch the row's money.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+
+def transition(
+    session: Session,
+    table: type[Any],
+    row_id: str,
+    from_statuses: Sequence[str],
+    /,
+    **values: Any,
+) -> bool:
+    """Set ``values`` (column names, positional-only parameters avoid clashes) on row
+    ``row_id`` of ``table`` if its status is one of ``from_statuses``; True if it was.
+    A loaded instance of the row is refreshed."""
+    result = session.execute(
+        update(table)
+        .where(table.id == row_id, table.status.in_(from_statuses))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    row = session.get(table, row_id)
+    if row is not None:
+        session.refresh(row)
+    return result.rowcount == 1  # type: ignore[attr-defined, no-any-return]
