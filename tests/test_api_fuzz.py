@@ -55,6 +55,7 @@ BALANCE = "GET /v1/phota/balance"
 WEBHOOK_SECRET = "GET /v1/phota/webhook-secret"
 DOWNLOAD = "GET /v1/phota/files/{key}"
 ADD_PROFILE = "POST /v1/phota/profiles/add"
+ENGINES = "GET /v1/engines"
 PROFILE_IDS = "GET /v1/phota/profiles/ids"
 PROFILE_STATUS = "GET /v1/phota/profiles/{profile_id}/status"
 PROFILE_PICTURE = "GET /v1/phota/profiles/{profile_id}/profile_picture"
@@ -71,6 +72,7 @@ NEEDS_KEY = (
     PROFILE_STATUS,
     PROFILE_PICTURE,
     DELETE_PROFILE,
+    ENGINES,
 )
 T = TypeVar("T")
 
@@ -87,6 +89,7 @@ FUZZ_EXAMPLES = {
     PROFILE_STATUS: 15,
     PROFILE_PICTURE: 15,
     DELETE_PROFILE: 15,
+    ENGINES: 5,
     "GET /healthz": 5,
     "GET /readyz": 5,
     "GET /metrics": 5,
@@ -229,12 +232,13 @@ def with_images(case: Case, texts: list[str]) -> st.SearchStrategy[Case]:
 def made_acceptable(case: Case) -> Case:
     """A schema-valid remix body changed only where the service rightly refuses it.
 
-    Refused by design: unknown profile ids (404, also as [[id]] in the prompt), integers
+    Refused by design: unknown profile ids (400, also as [[id]] in the prompt), integers
     written as floats such as 3.0 (strict types: 422), async in bytes mode (400), a
-    callback_url without async (400), and a client_request_id reused for another body (409).
+    callback_url without async (400), a client_request_id reused for another body (409),
+    and an engine that is not enabled (400).
     """
     body = dict(case.body)
-    for name in ("profile_ids", "callback_url", "client_request_id"):
+    for name in ("profile_ids", "callback_url", "client_request_id", "engine"):
         body.pop(name, None)
     for name in ("num_output_images", "seed"):
         if isinstance(body.get(name), float):

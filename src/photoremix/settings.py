@@ -20,8 +20,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Final
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SETTINGS_FILE_ENV: Final = "PHOTOREMIX_SETTINGS_FILE"
 SIGNING_SECRET_FILE: Final = "signing-secret"
@@ -118,7 +125,55 @@ class Settings(BaseSettings):
             "download and poll URLs. Default: the URL of the incoming request."
         ),
     )
-    engine: str = Field(default="classic", description="Remix engine: classic.")
+    default_engine: str = Field(
+        default="classic",
+        validation_alias=AliasChoices("PHOTOREMIX_DEFAULT_ENGINE", "PHOTOREMIX_ENGINE"),
+        description="Engine used when a request names none: classic, gemini or qwen.",
+    )
+    engines: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["classic"],
+        description=(
+            "Enabled engines, comma-separated (e.g. classic,gemini). Requests may pick one "
+            "with the `engine` extension field; the default engine must be enabled."
+        ),
+    )
+    # --- gemini (the hosted model Remix is pinned to, through google-genai) ---------------
+    gemini_api_key: SecretStr | None = Field(
+        default=None, description="Google AI API key for the gemini engine."
+    )
+    gemini_model: str = Field(
+        default="gemini-3.1-flash-image",
+        description='Gemini image model id ("Nano Banana 2" by default; any id accepted).',
+    )
+    gemini_base_url: str | None = Field(
+        default=None, description="Override of the Gemini API base URL (e.g. a proxy)."
+    )
+    gemini_timeout_s: float = Field(
+        default=120.0, gt=0, description="Time limit of one Gemini call, in seconds."
+    )
+    gemini_concurrency: int = Field(
+        default=4, ge=1, le=32, description="Gemini calls in flight at once (per process)."
+    )
+    gemini_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of a Gemini call on 429, 5xx or timeout."
+    )
+    # --- qwen (self-hosted Qwen-Image-Edit through diffusers; the `qwen` extra) ------------
+    qwen_model_dir: Path | None = Field(
+        default=None,
+        description="Local folder of Qwen-Image-Edit-2511 weights (diffusers layout).",
+    )
+    qwen_lora_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="LoRA weight files to load, comma-separated (e.g. a Lightning LoRA).",
+    )
+    qwen_steps: int = Field(default=40, ge=1, le=200, description="Denoising steps per image.")
+    qwen_true_cfg_scale: float = Field(
+        default=4.0, ge=1.0, le=20.0, description="True CFG scale (1 disables the negative pass)."
+    )
+    qwen_device: str = Field(default="cuda", description='Torch device: "cuda" or "cpu".')
+    qwen_cpu_offload: bool = Field(
+        default=False, description="Offload idle model parts to CPU (for smaller GPUs)."
+    )
     workers: int = Field(
         default_factory=lambda: max(1, min(4, os.cpu_count() or 1)),
         ge=1,
@@ -190,6 +245,13 @@ class Settings(BaseSettings):
         default=2, ge=0, le=5, description="Re-renders allowed per output to keep a face."
     )
 
+    @field_validator("engines", "qwen_lora_paths", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.database_url is None:
@@ -200,6 +262,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "price_per_recognised_output must be at least price_per_output, because it is "
                 "the worst case reserved before work"
+            )
+        if self.default_engine not in self.engines:
+            raise ValueError(
+                f"default_engine {self.default_engine!r} is not among the enabled engines "
+                f"{self.engines}; add it to PHOTOREMIX_ENGINES"
             )
         if self.signing_secret is not None and len(self.signing_secret.get_secret_value()) < 16:
             raise ValueError("signing_secret must be at least 16 characters")

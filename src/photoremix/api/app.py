@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from photoremix import __version__
 from photoremix.api.errors import install_error_handlers
 from photoremix.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from photoremix.api.routes import account, files, health, profiles, remix
-from photoremix.engines import Engine, get_engine
+from photoremix.api.routes import account, engines, files, health, profiles, remix
+from photoremix.engines import Engine, EngineError, get_engine
 from photoremix.observability import Metrics
 from photoremix.persistence import make_engine, make_session_factory, migrate
 from photoremix.services.profiles import ProfileService
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 settings.signing_secret_bytes(),
                 ttl=timedelta(hours=settings.download_url_ttl_hours),
             ),
-            engine=engine or get_engine(settings.engine),
+            engines=_start_engines(settings, engine),
             pool=pool,
             metrics=metrics,
         )
@@ -103,12 +103,37 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (remix.router, profiles.router, account.router, files.router, health.router):
+    for router in (
+        remix.router,
+        profiles.router,
+        account.router,
+        engines.router,
+        files.router,
+        health.router,
+    ):
         app.include_router(router)
     # Outermost first: the request id exists before the body limit can refuse.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
+
+
+def _start_engines(settings: Settings, injected: Engine | None) -> dict[str, Engine]:
+    """Every enabled engine, ready to run; an engine that cannot start stops the service
+    with the reason (e.g. a missing weights folder), rather than failing its first request.
+    ``injected`` (tests) stands in for the default engine."""
+    engines = {}
+    for name in settings.engines:
+        if injected is not None and name == settings.default_engine:
+            engines[name] = injected
+            continue
+        try:
+            engines[name] = get_engine(name, settings)
+        except EngineError as error:
+            raise RuntimeError(
+                f"{error}. Fix it, or remove {name} from PHOTOREMIX_ENGINES."
+            ) from None
+    return engines
 
 
 def _purge_periodically(service: RemixService, stop: threading.Event) -> None:

@@ -103,6 +103,15 @@ class RemixBody(BaseModel):
         description="Extension. 0 keeps the input's look, 1 (default) applies the full transfer.",
     )
 
+    engine: str | None = Field(
+        default=None,
+        max_length=40,
+        description=(
+            "Extension. The engine to render with, one of the enabled engines listed by "
+            "GET /v1/engines; default: the server's default engine."
+        ),
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _refuse_fixed_fields(cls, data: Any) -> Any:
@@ -289,3 +298,15 @@ class ProfileStatusResponse(BaseModel):
 class DeleteProfileResponse(BaseModel):
     profile_id: str = Field(description="Id of the deleted profile.")
     status: str = Field(description='"ok": the profile, its photos and its model are gone.')
+
+
+class EngineInfo(BaseModel):
+    name: str = Field(description="Engine name, as accepted in the remix `engine` field.")
+    enabled: bool = Field(description="Enabled by the operator (PHOTOREMIX_ENGINES).")
+    ready: bool = Field(description="Enabled and started: requests may ask for it.")
+    default: bool = Field(description="Used when a request names no engine.")
+    detail: str | None = Field(description="Why it is not ready, when it is not.")
+
+
+class EnginesResponse(BaseModel):
+    engines: list[EngineInfo] = Field(description="Every engine this server knows.")

@@ -19,6 +19,19 @@ from photoremix.vision.faces import Face
 
 
 @dataclass(frozen=True)
+class IdentityImage:
+    """A recognised person's photo, for engines that can look at one (gemini, qwen).
+
+    name: how the prompt given to the engine names this person, e.g. "the person on the
+        left" (``[[profile_id]]`` markers are replaced by it before the engine sees them).
+    image: (H, W, 3) uint8 sRGB face crop (the profile picture).
+    """
+
+    name: str
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
 class RemixRequest:
     """Everything an engine needs for one remix call.
 
@@ -33,6 +46,7 @@ class RemixRequest:
     identity_protection: 0..1 extra protection of the faces on top of the engine's normal
         guard (1 = change faces as little as the engine can); raised when a re-render is
         needed because a face drifted too far from the input.
+    identities: photos of the profiles recognised in ``content``, named as in ``prompt``.
     """
 
     content: np.ndarray
@@ -45,6 +59,7 @@ class RemixRequest:
     style_strength: float | None = None
     variation_offset: int = 0
     identity_protection: float = 0.0
+    identities: tuple[IdentityImage, ...] = ()
 
 
 @dataclass
@@ -83,3 +98,15 @@ class Engine(Protocol):
 
 class EngineError(RuntimeError):
     """An engine could not produce output; the message is safe to show to a user."""
+
+
+class ContentModerationError(EngineError):
+    """The engine's provider refused the content (blocked prompt or unsafe output).
+
+    reason: the provider's own reason code, e.g. "IMAGE_SAFETY". The API answers 400 with
+    error type ``CONTENT_MODERATION``; never retried.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

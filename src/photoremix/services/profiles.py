@@ -260,8 +260,12 @@ class ProfileService:
 
     def picture(self, account: Account, profile_id: str) -> bytes:
         """The READY profile's picture (JPEG bytes); ProfileNotReady (409) before READY."""
+        return self.picture_of(account.id, profile_id)
+
+    def picture_of(self, account_id: str, profile_id: str) -> bytes:
+        """``picture`` by account id (for the remix worker, which has no Account row)."""
         with self.sessions() as session:
-            profile = _owned(session, account.id, profile_id)
+            profile = _owned(session, account_id, profile_id)
             status, message = profile.status, profile.message
         if status != "READY":
             explanation = {

@@ -27,7 +27,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
@@ -37,7 +37,14 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from photoremix.engines import Engine, EngineError, RemixOutput, RemixRequest
+from photoremix.engines import (
+    ContentModerationError,
+    Engine,
+    EngineError,
+    IdentityImage,
+    RemixOutput,
+    RemixRequest,
+)
 from photoremix.imaging import (
     ImageError,
     decode_image,
@@ -135,6 +142,7 @@ class RemixSubmission:
     client_request_id: str | None = None
     seed: int | None = None
     style_strength: float | None = None
+    engine: str | None = None
 
     def fingerprint(self) -> str:
         """SHA-256 of the whole request: a retry with the same id must match it."""
@@ -196,7 +204,8 @@ class RemixService:
 
     sessions: database sessions (committed here, one transaction per step).
     storage / signer: where outputs go and how their download links are signed.
-    engine: the remix engine; pool: the bounded worker pool it runs on.
+    engines: the enabled engines by name (``settings.default_engine`` among them); pool:
+        the bounded worker pool they run on.
     """
 
     def __init__(
@@ -205,7 +214,7 @@ class RemixService:
         sessions: sessionmaker[Session],
         storage: Storage,
         signer: UrlSigner,
-        engine: Engine,
+        engines: Mapping[str, Engine],
         pool: Any,  # workers.WorkerPool (Any keeps services free of the workers package)
         metrics: Metrics | None = None,
         profiles: ProfileService | None = None,
@@ -214,7 +223,7 @@ class RemixService:
         self.sessions = sessions
         self.storage = storage
         self.signer = signer
-        self.engine = engine
+        self.engines = dict(engines)
         self.pool = pool
         self.metrics = metrics or Metrics()
         self.profiles = profiles
@@ -446,6 +455,12 @@ class RemixService:
         )
         who = identity.recognise_input(content, candidates)
         recognise_s = time.perf_counter() - started
+        engine = self.engines.get(params.get("engine", self.settings.default_engine))
+        if engine is None:  # a job resumed after the operator disabled its engine
+            raise InvalidRequest(
+                f"Engine {params['engine']!r} is no longer enabled on this server.",
+                code="engine_unavailable",
+            )
         request = RemixRequest(
             content=content,
             reference=reference,
@@ -455,9 +470,10 @@ class RemixService:
             num_outputs=params["num_output_images"],
             seed=params["seed"],
             style_strength=params["style_strength"],
+            identities=self._identity_images(params["account_id"], who),
         )
         checked = identity.render_keeping_identity(
-            lambda r: self._run_engine(r, check_time),
+            lambda r: self._run_engine(engine, r, check_time),
             request,
             who,
             candidates,
@@ -475,17 +491,35 @@ class RemixService:
         return _Rendered(outputs, counts, recognised_outputs)
 
     def _run_engine(
-        self, request: RemixRequest, check_time: Callable[[int, int], None]
+        self, engine: Engine, request: RemixRequest, check_time: Callable[[int, int], None]
     ) -> list[RemixOutput]:
         started = time.perf_counter()
         try:
-            outputs = self.engine.remix(request, progress=check_time)
+            outputs = engine.remix(request, progress=check_time)
+        except ContentModerationError as error:
+            raise InvalidRequest(
+                f"The {engine.name} engine's provider refused this content ({error.reason}): "
+                f"{error}",
+                code="CONTENT_MODERATION",
+            ) from None
         except EngineError as error:
-            raise RemixFailed(f"The {self.engine.name} engine failed: {error}") from None
+            raise RemixFailed(f"The {engine.name} engine failed: {error}") from None
         finally:
-            self.metrics.engine_seconds.labels(self.engine.name).inc(time.perf_counter() - started)
+            self.metrics.engine_seconds.labels(engine.name).inc(time.perf_counter() - started)
         check_time(len(outputs), len(outputs))
         return outputs
+
+    def _identity_images(
+        self, account_id: str, who: identity.InputIdentity
+    ) -> tuple[IdentityImage, ...]:
+        """The pictures of the profiles recognised in the input, named as in the prompt."""
+        if self.profiles is None:
+            return ()
+        images = []
+        for profile_id in dict.fromkeys(who.assigned.values()):
+            picture = decode_image(self.profiles.picture_of(account_id, profile_id))
+            images.append(IdentityImage(name=who.position_of(profile_id), image=picture))
+        return tuple(images)
 
     def _deliver_outputs(
         self, job_id: str, params: dict[str, Any], rendered: _Rendered
@@ -553,6 +587,14 @@ class RemixService:
         self._callbacks.submit(self._send_callback, job_id, callback_url, body, secret)
 
     def _send_callback(self, job_id: str, url: str, body: bytes, secret: str) -> None:
+        try:
+            self._deliver_callback(job_id, url, body, secret)
+        except Exception:  # a thread pool would swallow it silently
+            log.exception("callback delivery crashed", extra={"job_id": job_id})
+            with self.sessions.begin() as session:
+                jobs.set_callback_status(session, job_id, "failed")
+
+    def _deliver_callback(self, job_id: str, url: str, body: bytes, secret: str) -> None:
         result = webhooks.deliver(
             url,
             body,
@@ -572,6 +614,13 @@ class RemixService:
     # ---- helpers --------------------------------------------------------------------------
 
     def _check_combination(self, submission: RemixSubmission) -> None:
+        engine = submission.engine or self.settings.default_engine
+        if engine not in self.engines:
+            raise InvalidRequest(
+                f"Engine {engine!r} is not available on this server; available: "
+                f"{', '.join(sorted(self.engines))} (see GET /v1/engines).",
+                code="engine_unavailable",
+            )
         if submission.is_async and submission.response_mode != "urls":
             raise InvalidRequest(
                 'async: true needs response_mode: "urls" (the images of an async job are '
@@ -630,6 +679,7 @@ class RemixService:
         params = {
             "account_id": account_id,
             "profile_ids": _mentioned_profiles(submission),
+            "engine": submission.engine or self.settings.default_engine,
             "num_output_images": submission.num_output_images,
             "output_format": submission.output_format,
             "response_mode": submission.response_mode,

@@ -268,7 +268,7 @@ def deliver(
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(attempts),
         wait=tenacity.wait_exponential_jitter(
-            multiplier=first_backoff_s, max=max_backoff_s, jitter=first_backoff_s / 2
+            initial=first_backoff_s, max=max_backoff_s, jitter=first_backoff_s / 2
         ),
         retry=tenacity.retry_if_result(lambda attempt: attempt.retry),
         sleep=sleep,

@@ -59,6 +59,7 @@ def remix(body: RemixBody, request: Request, account: AccountDep, service: Servi
         client_request_id=body.client_request_id,
         seed=body.seed,
         style_strength=body.style_strength,
+        engine=body.engine,
     )
     base_url = service.settings.public_url or str(request.base_url)
     outcome = service.submit(account, submission, base_url)
