@@ -915,3 +915,27 @@ def test_openapi_describes_every_property(openapi: dict[str, Any]) -> None:
         if not field.get("description")
     ]
     assert undescribed == []
+
+
+def test_engines_lists_readiness_and_an_unavailable_engine_is_400(shared_api: Api) -> None:
+    response = shared_api.client.get("/v1/engines", headers=shared_api.headers)
+    assert response.status_code == 200, response.text
+    engines = {info["name"]: info for info in response.json()["engines"]}
+    assert set(engines) == {"classic", "gemini", "qwen"}
+    assert engines["classic"]["enabled"] and engines["classic"]["ready"]
+    assert engines["classic"]["default"]
+    assert not engines["gemini"]["enabled"] and not engines["gemini"]["ready"]
+    assert "PHOTOREMIX_ENGINES" in engines["gemini"]["detail"]
+
+    for name in ("gemini", "no-such-engine"):
+        detail = assert_refused(
+            shared_api, lambda name=name: shared_api.remix(engine=name), 400, "engine_unavailable"
+        ).json()["detail"]
+        assert repr(name) in detail and "available: classic" in detail
+    assert shared_api.client.get("/v1/engines").status_code == 403
+
+
+def test_an_enabled_engine_that_cannot_start_stops_the_service(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, engines=["classic", "gemini"])  # no Gemini key
+    with pytest.raises(RuntimeError, match="PHOTOREMIX_GEMINI_API_KEY"), service_client(settings):
+        pass

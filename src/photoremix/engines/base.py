@@ -107,6 +107,10 @@ class ContentModerationError(EngineError):
     error type ``CONTENT_MODERATION``; never retried.
     """
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ContentModerationError], tuple[str, str]]:
+        # Survive pickling (process pools): the default would call __init__(message).
+        return type(self), (self.reason, str(self))
