@@ -10,10 +10,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 
@@ -22,9 +24,12 @@ from photoremix.engines import Engine, EngineError, ImageReport, RemixOutput, Re
 from photoremix.imaging import encode_image
 from photoremix.persistence import make_engine, make_session_factory, migrate
 from photoremix.services.accounts import create_account
+from photoremix.services.remix import RemixService
 from photoremix.settings import Settings
 
 REMIX = "/v1/phota/remix"
+BALANCE = "/v1/phota/balance"
+JOBS = "/v1/phota/jobs"
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -82,6 +87,75 @@ def service_client(settings: Settings, engine: Engine | None = None) -> Iterator
     """The app in-process (lifespan run), as a TestClient."""
     with TestClient(create_app(settings, engine=engine)) as client:
         yield client
+
+
+@dataclass
+class ApiUser:
+    """One account's view of a service running in-process (TestClient)."""
+
+    client: TestClient
+    settings: Settings
+    account_id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
+
+    @property
+    def service(self) -> RemixService:
+        return self.client.app.state.service  # type: ignore[attr-defined,no-any-return]
+
+    def remix(self, **fields: Any) -> httpx.Response:
+        """POST a valid remix body (small synthetic images) with ``fields`` overridden."""
+        return self.client.post(REMIX, json=remix_body(**fields), headers=self.headers)
+
+    def account(self) -> dict[str, Any]:
+        """GET /v1/phota/balance: the balance and the ledger rows, newest first."""
+        response = self.client.get(BALANCE, headers=self.headers, params={"limit": 500})
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    account_state = account
+
+    def balance(self) -> Decimal:
+        return Decimal(self.account()["balance"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.client.get(f"{JOBS}/{job_id}", headers=self.headers)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def wait_for_job(self, job_id: str, timeout_s: float = 15.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while (document := self.job(job_id))["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, f"job still {document['status']}"
+            time.sleep(0.05)
+        return document
+
+    def wait_until_idle(self, timeout_s: float = 10.0) -> None:
+        """Until no remix is running or queued (a worker may outlive its request)."""
+        deadline = time.monotonic() + timeout_s
+        while self.service.pool.pending:
+            assert time.monotonic() < deadline, "the worker pool did not drain"
+            time.sleep(0.02)
+
+    def other_account(self, credit: str = "10.00") -> ApiUser:
+        """A second account on the same service."""
+        account_id, key = new_key(self.settings, credit, name="other")
+        return ApiUser(self.client, self.settings, account_id, key)
+
+
+@contextmanager
+def running_service(
+    data_dir: Path, engine: Engine | None = None, credit: str = "10.00", **overrides: Any
+) -> Iterator[ApiUser]:
+    """A service in ``data_dir`` (settings ``overrides``, FlatEngine unless ``engine``) with
+    one account of ``credit`` dollars."""
+    settings = make_settings(data_dir, **overrides)
+    account_id, key = new_key(settings, credit)
+    with service_client(settings, engine or FlatEngine()) as client:
+        yield ApiUser(client, settings, account_id, key)
 
 
 class FlatEngine:

@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from skimage import color, data
 
 from photoremix.api import create_app
-from photoremix.engines import Engine
 from photoremix.imaging import decode_image
 from photoremix.persistence import make_engine, make_session_factory
 from photoremix.services.accounts import create_key, revoke_key
-from photoremix.services.remix import RemixService
-from photoremix.settings import Settings
 from service_support import (
+    BALANCE,
+    JOBS,
     REMIX,
     FlatEngine,
     SlowEngine,
@@ -49,9 +47,11 @@ from service_support import (
     remix_body,
     service_client,
 )
+from service_support import (
+    ApiUser as Api,
+)
+from service_support import running_service as running_api
 
-BALANCE = "/v1/phota/balance"
-JOBS = "/v1/phota/jobs"
 WEBHOOK_SECRET = "/v1/phota/webhook-secret"
 OPENAPI = "/v1/phota/openapi.json"
 MAGIC = {"jpg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}
@@ -60,50 +60,6 @@ TWO_K_AREA = 2048 * 2048
 
 
 # --- a running service and one account ------------------------------------------------
-
-
-@dataclass
-class Api:
-    """A service running in-process and the API key of one of its accounts."""
-
-    client: TestClient
-    settings: Settings
-    account_id: str
-    key: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-API-Key": self.key}
-
-    @property
-    def service(self) -> RemixService:
-        return self.client.app.state.service  # type: ignore[attr-defined,no-any-return]
-
-    def remix(self, **fields: Any) -> httpx.Response:
-        """POST a valid remix body (small synthetic images) with ``fields`` overridden."""
-        return self.client.post(REMIX, json=remix_body(**fields), headers=self.headers)
-
-    def account_state(self) -> dict[str, Any]:
-        """GET /v1/phota/balance: the balance and the recent ledger rows."""
-        response = self.client.get(BALANCE, headers=self.headers)
-        assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
-
-    def other_account(self, credit: str = "10.00") -> Api:
-        """A second account on the same service."""
-        account_id, key = new_key(self.settings, credit, name="other")
-        return Api(self.client, self.settings, account_id, key)
-
-
-@contextmanager
-def running_api(
-    data_dir: Path, engine: Engine | None = None, credit: str = "10.00", **overrides: Any
-) -> Iterator[Api]:
-    """A service in ``data_dir`` (settings ``overrides``) with one account of ``credit``."""
-    settings = make_settings(data_dir, **overrides)
-    account_id, key = new_key(settings, credit)
-    with service_client(settings, engine or FlatEngine()) as client:
-        yield Api(client, settings, account_id, key)
 
 
 @pytest.fixture

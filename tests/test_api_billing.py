@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,81 +16,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
-from photoremix.engines import Engine
-from photoremix.services.remix import RemixService
 from service_support import (
-    REMIX,
+    JOBS,
     FailingEngine,
-    FlatEngine,
     SlowEngine,
-    make_settings,
-    new_key,
-    remix_body,
-    service_client,
 )
+from service_support import running_service as running
 
-BALANCE = "/v1/phota/balance"
-JOBS = "/v1/phota/jobs"
 ASYNC_URLS: dict[str, Any] = {"async": True, "response_mode": "urls"}
-
-
-@dataclass
-class Caller:
-    """One account's view of a service running in-process."""
-
-    client: TestClient
-    key: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-API-Key": self.key}
-
-    @property
-    def service(self) -> RemixService:
-        return self.client.app.state.service  # type: ignore[attr-defined,no-any-return]
-
-    def remix(self, **fields: Any) -> httpx.Response:
-        return self.client.post(REMIX, json=remix_body(**fields), headers=self.headers)
-
-    def account(self) -> dict[str, Any]:
-        """The balance and the ledger rows, newest first."""
-        response = self.client.get(BALANCE, headers=self.headers, params={"limit": 500})
-        assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
-
-    def balance(self) -> Decimal:
-        return Decimal(self.account()["balance"])
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        response = self.client.get(f"{JOBS}/{job_id}", headers=self.headers)
-        assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
-
-    def wait_for_job(self, job_id: str, timeout_s: float = 15.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while (document := self.job(job_id))["status"] not in ("succeeded", "failed"):
-            assert time.monotonic() < deadline, f"job still {document['status']}"
-            time.sleep(0.05)
-        return document
-
-    def wait_until_idle(self, timeout_s: float = 10.0) -> None:
-        """Until no remix is running or queued (a worker may outlive its request)."""
-        deadline = time.monotonic() + timeout_s
-        while self.service.pool.pending:
-            assert time.monotonic() < deadline, "the worker pool did not drain"
-            time.sleep(0.02)
-
-
-@contextmanager
-def running(
-    data_dir: Path, engine: Engine | None = None, credit: str = "10.00", **overrides: Any
-) -> Iterator[Caller]:
-    settings = make_settings(data_dir, **overrides)
-    _, key = new_key(settings, credit)
-    with service_client(settings, engine or FlatEngine()) as client:
-        yield Caller(client, key)
 
 
 def movements(account: dict[str, Any], kind: str | None = None) -> list[tuple[str, Decimal]]:
