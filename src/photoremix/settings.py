@@ -52,6 +52,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",  # other PHOTOREMIX_* variables belong to other parts of the service
         frozen=True,
+        populate_by_name=True,  # Settings(default_engine=...) as well as its aliases
     )
 
     data_dir: Path = Field(
