@@ -1,0 +1,481 @@
+"""The classic engine's texture-transfer stage: patch matching, aggregation, fusion, the
+"artistic reference" detector, and the stage end to end (engines/classic/texture.py,
+patchmatch.py, artistic.py).
+
+Synthetic data only, plus skimage's astronaut and coffee and matplotlib's Grace Hopper
+(public domain). The synthetic "paintings" are made here: short thick strokes along a
+flow field on a canvas weave, and a one-ink halftone print.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from matplotlib import cbook
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+
+from photoremix.engines.base import RemixRequest
+from photoremix.engines.classic import ClassicEngine
+from photoremix.engines.classic import texture as texture_module
+from photoremix.engines.classic.artistic import artistic_strength, texture_evidence
+from photoremix.engines.classic.patchmatch import (
+    aggregate_patches,
+    aggregation_window,
+    carry_field,
+    nearest_patches,
+    patch_grid,
+)
+from photoremix.engines.classic.texture import (
+    FUSION_FACE,
+    face_protection_mask,
+    fusion_weights,
+    transfer_texture,
+)
+from photoremix.evaluation.metrics import identity_scores, texture_ratio
+from photoremix.vision.faces import detect_faces
+
+# A small working resolution keeps each synthesis well under a second.
+FAST_SIDE = 256
+
+
+def brush_painting(subject: np.ndarray | None = None, size: int = 384, seed: int = 0) -> np.ndarray:
+    """(size, size, 3) uint8: a painterly rendering of ``subject`` (default skimage's
+    coffee): short thick strokes in the subject's colours, laid along its isophotes, over
+    a canvas weave; no pixel near black or white (paint, not light)."""
+    rng = np.random.default_rng(seed)
+    subject = skimage.data.coffee() if subject is None else subject
+    base = cv2.resize(subject, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    base = cv2.GaussianBlur(base, (0, 0), 2.0)
+    grey = cv2.cvtColor(base, cv2.COLOR_RGB2GRAY)
+    # Strokes follow the isophotes (across the gradient), as a painter's do.
+    flow = np.arctan2(cv2.Sobel(grey, cv2.CV_32F, 1, 0), -cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    canvas = np.full_like(base, 128.0)
+    for _ in range(size * size // 12):
+        x, y = (int(v) for v in rng.integers(0, size, 2))
+        angle = flow[y, x] + rng.normal(0, 0.15)
+        half = rng.uniform(4, 10)
+        dx, dy = np.cos(angle) * half, np.sin(angle) * half
+        colour = np.clip(base[y, x] + rng.normal(0, 25, 3), 25, 230)
+        start, end = (int(x - dx), int(y - dy)), (int(x + dx), int(y + dy))
+        width = int(rng.integers(3, 6))
+        cv2.line(canvas, start, end, colour.tolist(), width, cv2.LINE_AA)
+    weave = np.sin(np.pi * np.arange(size) / 2)
+    canvas += 5 * weave[None, :, None] * weave[:, None, None]
+    return np.clip(canvas + rng.normal(0, 2, canvas.shape), 25, 230).astype(np.uint8)
+
+
+def halftone(image: np.ndarray, cell: int = 6) -> np.ndarray:
+    """``image`` printed in one ink: dots on a 45-degree screen, on off-white paper."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    ys, xs = np.mgrid[0 : grey.shape[0], 0 : grey.shape[1]].astype(np.float32)
+    u, v = (xs + ys) / np.sqrt(2), (xs - ys) / np.sqrt(2)
+    distance = np.hypot(u % cell - cell / 2, v % cell - cell / 2) / (cell / 2)
+    ink = (distance < 1.1 * np.sqrt(np.clip(1 - grey, 0.08, 1.0))).astype(np.float32)
+    ink = cv2.GaussianBlur(ink, (0, 0), 0.7)[..., None]
+    paper, colour = np.float32([236, 230, 214]), np.float32([40, 38, 60])
+    return (paper * (1 - ink) + colour * ink).astype(np.uint8)
+
+
+def grace_hopper() -> np.ndarray:
+    with cbook.get_sample_data("grace_hopper.jpg") as file:
+        return np.asarray(Image.open(file).convert("RGB"))
+
+
+def brute_force_nearest(
+    X: np.ndarray, S: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int
+) -> np.ndarray:
+    """(gh, gw) exact smallest SSD of each grid patch of X over every patch of S."""
+    example = sliding_window_view(S.astype(np.float64), (patch, patch), axis=(0, 1))
+    example = example.reshape(-1, S.shape[2] * patch * patch)
+    queries = sliding_window_view(X.astype(np.float64), (patch, patch), axis=(0, 1))
+    queries = queries[rows][:, cols].reshape(len(rows) * len(cols), -1)
+    squared = (queries**2).sum(1)[:, None] + (example**2).sum(1)[None, :] - 2 * queries @ example.T
+    return squared.min(axis=1).reshape(len(rows), len(cols))
+
+
+def ssd_at(X: np.ndarray, S: np.ndarray, y: int, x: int, sy: int, sx: int, patch: int) -> float:
+    diff = X[y : y + patch, x : x + patch] - S[sy : sy + patch, sx : sx + patch]
+    return float((diff.astype(np.float64) ** 2).sum())
+
+
+# --- patch matching ---------------------------------------------------------------------
+
+
+def test_patch_grid_covers_every_pixel() -> None:
+    starts = patch_grid(23, 5, 4)
+    covered = np.zeros(23, bool)
+    for start in starts:
+        covered[start : start + 5] = True
+    assert covered.all()
+    assert starts[0] == 0 and starts[-1] == 23 - 5
+    assert np.all(np.diff(starts) <= 4)
+    with pytest.raises(ValueError):
+        patch_grid(4, 5, 2)
+    with pytest.raises(ValueError):
+        patch_grid(20, 5, 6)
+
+
+def test_patch_matching_approaches_the_brute_force_nearest_patches() -> None:
+    rng = np.random.default_rng(1)
+    # Two unrelated smooth random images: no coherence for propagation to exploit, the
+    # hardest case for PatchMatch.
+    S = cv2.GaussianBlur(rng.uniform(0, 100, (40, 44, 3)).astype(np.float32), (0, 0), 1.5)
+    X = cv2.GaussianBlur(rng.uniform(0, 100, (26, 30, 3)).astype(np.float32), (0, 0), 1.5)
+    patch = 5
+    rows, cols = patch_grid(26, patch, 2), patch_grid(30, patch, 2)
+    exact = brute_force_nearest(X, S, rows, cols, patch)
+    field, distances = nearest_patches(X, S, rows, cols, patch, iterations=12, seed=3)
+
+    # The returned distances are the true SSDs of the returned matches, never below the
+    # exact nearest.
+    for i, y in enumerate(rows):
+        for j, x in enumerate(cols):
+            sy, sx = field[i, j]
+            assert distances[i, j] == pytest.approx(ssd_at(X, S, y, x, sy, sx, patch), rel=1e-4)
+    assert np.all(distances >= exact * (1 - 1e-4))
+
+    # Far better than the random field it starts from, and close to exact.
+    start = rng.integers(0, 36, (len(rows), len(cols), 2)).astype(np.int32)
+    random_distances = nearest_patches(X, S, rows, cols, patch, iterations=0, initial=start)[1]
+    assert np.median(random_distances / exact) > 3
+    assert np.median(distances / exact) < 1.15
+    # More scans (same seed: the same first 12) never do worse, and converge on exact.
+    longer = nearest_patches(X, S, rows, cols, patch, iterations=40, seed=3)[1]
+    assert np.all(longer <= distances * (1 + 1e-6))
+    assert np.isclose(longer, exact, rtol=1e-3).mean() >= 0.5
+    assert np.median(longer / exact) < 1.01
+
+
+def test_patch_matching_recovers_a_crop_of_the_example() -> None:
+    rng = np.random.default_rng(2)
+    S = cv2.GaussianBlur(rng.uniform(0, 100, (48, 48, 3)).astype(np.float32), (0, 0), 1.0)
+    X = S[10:34, 7:35].copy()  # X is S shifted by (10, 7)
+    rows, cols = patch_grid(24, 7, 3), patch_grid(28, 7, 3)
+    field, distances = nearest_patches(X, S, rows, cols, 7, iterations=8, seed=0)
+    exact = (field[..., 0] == rows[:, None] + 10) & (field[..., 1] == cols[None, :] + 7)
+    assert exact.mean() >= 0.95
+    assert np.all(distances[exact] < 1e-6)
+
+
+def test_patch_matching_is_deterministic_and_validates_its_grid() -> None:
+    rng = np.random.default_rng(4)
+    S = rng.uniform(0, 100, (30, 30, 3)).astype(np.float32)
+    X = rng.uniform(0, 100, (20, 20, 3)).astype(np.float32)
+    rows = cols = patch_grid(20, 5, 3)
+    first = nearest_patches(X, S, rows, cols, 5, seed=9)[0]
+    again = nearest_patches(X, S, rows, cols, 5, seed=9)[0]
+    np.testing.assert_array_equal(first, again)
+    with pytest.raises(ValueError, match="outside"):
+        nearest_patches(X, S, rows + 1, cols, 5)
+    with pytest.raises(ValueError, match="smaller than a patch"):
+        nearest_patches(X, S[:4], rows, cols, 5)
+
+
+def test_carried_field_keeps_matches_and_scales_them() -> None:
+    rows, cols = patch_grid(20, 5, 3), patch_grid(24, 5, 3)
+    field = np.stack(np.meshgrid(rows + 2, cols + 1, indexing="ij"), axis=-1).astype(np.int32)
+    same = carry_field(field, (rows, cols), 5, (rows, cols), 5)
+    np.testing.assert_array_equal(same, field)
+    # Twice the size: each new patch takes the match of the old patch nearest its centre,
+    # moved by the offset between the centres; the field's shift (+2, +1) doubles.
+    big_rows, big_cols = patch_grid(40, 5, 5), patch_grid(48, 5, 5)
+    doubled = carry_field(field, (rows, cols), 5, (big_rows, big_cols), 5, scale=2.0)
+    assert doubled.shape == (len(big_rows), len(big_cols), 2)
+    np.testing.assert_allclose(
+        doubled[..., 0], np.broadcast_to(big_rows[:, None] + 4, doubled.shape[:2]), atol=1
+    )
+    np.testing.assert_allclose(
+        doubled[..., 1], np.broadcast_to(big_cols[None, :] + 2, doubled.shape[:2]), atol=1
+    )
+
+
+# --- aggregation --------------------------------------------------------------------------
+
+
+def test_aggregating_an_images_own_patches_gives_the_image_back() -> None:
+    rng = np.random.default_rng(5)
+    S = rng.uniform(0, 100, (24, 28, 3)).astype(np.float32)
+    rows, cols = patch_grid(24, 6, 2), patch_grid(28, 6, 2)
+    field = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).astype(np.int32)
+    start = np.zeros_like(S)
+    for power in (2.0, 0.8):
+        out = aggregate_patches(start, S, rows, cols, 6, field, robust_power=power)
+        np.testing.assert_allclose(out, S, atol=1e-3)
+
+
+def test_plain_aggregation_is_the_windowed_mean_of_overlapping_patches() -> None:
+    rng = np.random.default_rng(6)
+    S = rng.uniform(0, 100, (30, 30, 3)).astype(np.float32)
+    rows, cols = patch_grid(14, 5, 3), patch_grid(17, 5, 3)
+    field = rng.integers(0, 26, (len(rows), len(cols), 2)).astype(np.int32)
+    window = aggregation_window(5)
+    total = np.zeros((14, 17, 3))
+    weight = np.zeros((14, 17, 1))
+    for i, y in enumerate(rows):  # reference implementation, patch by patch
+        for j, x in enumerate(cols):
+            sy, sx = field[i, j]
+            total[y : y + 5, x : x + 5] += window[..., None] * S[sy : sy + 5, sx : sx + 5]
+            weight[y : y + 5, x : x + 5] += window[..., None]
+    expected = total / weight
+    # r = 2: every patch weighs the same whatever its residual; one pass is the answer.
+    out = aggregate_patches(
+        np.zeros((14, 17, 3), np.float32), S, rows, cols, 5, field, robust_power=2.0
+    )
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_robust_aggregation_resists_an_outlier_patch() -> None:
+    # Three patches cover the middle pixels: two agree (value 10), one is an outlier (90).
+    S = np.full((6, 30, 1), 10.0, np.float32)
+    S[:, 20:26] = 90.0
+    rows = np.array([0], np.int64)
+    cols = np.array([0, 2, 4], np.int64)
+    field = np.array([[[0, 0], [0, 6], [0, 20]]], np.int32)  # the third is the outlier
+    start = np.full((6, 10, 1), 10.0, np.float32)
+    uniform = np.ones((6, 6), np.float32)
+    mean = aggregate_patches(start, S, rows, cols, 6, field, robust_power=2.0, window=uniform)
+    robust = aggregate_patches(start, S, rows, cols, 6, field, robust_power=0.8, window=uniform)
+    middle = (slice(None), slice(4, 6))
+    assert mean[middle].mean() == pytest.approx((10 + 10 + 90) / 3, rel=1e-4)
+    assert robust[middle].mean() < mean[middle].mean() - 10  # pulled towards the majority
+    assert robust[middle].mean() > 10  # the outlier still counts a little
+
+
+# --- fusion weights ----------------------------------------------------------------------
+
+
+def test_fusion_weights_follow_strength_edges_and_faces() -> None:
+    edges = np.array([[0.0, 0.5, 1.0, 0.0]], np.float32)
+    face = np.array([[0.0, 0.0, 0.0, 1.0]], np.float32)
+    full = fusion_weights(edges, face, 1.0)
+    assert full[0, 0] == 0.0  # flat, full strength: all synthesis
+    assert 0 < full[0, 1] < full[0, 2]  # stronger edges keep more content
+    assert full[0, 3] >= FUSION_FACE  # faces: content only
+    weaker = fusion_weights(edges, face, 0.3)
+    assert np.all(weaker[0, :3] > full[0, :3])  # less strength, more content everywhere
+    stronger = fusion_weights(edges, face, 1.5)
+    assert np.all(stronger <= full) and np.all(stronger >= 0)
+    # The content share W / (1 + W) of a fused pixel: 1 in faces, 0 on flat at s = 1.
+    share = full / (1 + full)
+    assert share[0, 3] > 0.999 and share[0, 0] == 0.0
+
+
+# --- the artistic-reference detector -----------------------------------------------------
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "coffee", "grace_hopper"])
+def test_photographs_are_not_artistic(photo: str) -> None:
+    image = grace_hopper() if photo == "grace_hopper" else getattr(skimage.data, photo)()
+    assert artistic_strength(image) == 0.0
+
+
+@pytest.mark.parametrize("painting", ["brush strokes", "halftone"])
+def test_paintings_and_prints_are_artistic(painting: str) -> None:
+    image = brush_painting() if painting == "brush strokes" else halftone(skimage.data.coffee())
+    assert artistic_strength(image) >= 0.8
+
+
+def test_detector_reads_marks_not_content() -> None:
+    # The same scene as a photograph and as a halftone print: only the print has marks on
+    # every surface and marks that do not follow the scene's edges.
+    photo, print_ = (
+        texture_evidence(skimage.data.coffee()),
+        texture_evidence(halftone(skimage.data.coffee())),
+    )
+    assert print_["marks"] > 3 * photo["marks"]
+    assert print_["uniformity"] > 2 * photo["uniformity"]
+    # A clean photo painted over with marks, then with its light clipped like a photo of
+    # a lit scene: clipping counts against it.
+    clipped = brush_painting()
+    clipped[:60] = 255
+    assert artistic_strength(clipped) < artistic_strength(brush_painting())
+    with pytest.raises(ValueError):
+        artistic_strength(np.zeros((10, 10), np.uint8))
+
+
+# --- the stage --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def content() -> np.ndarray:
+    """A portrait with a plain background, as the stage mostly sees (512 px long side)."""
+    portrait = grace_hopper()
+    size = (round(portrait.shape[1] * 512 / portrait.shape[0]), 512)
+    return cv2.resize(portrait, size, interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def painting() -> np.ndarray:
+    return brush_painting()
+
+
+def test_strength_zero_and_tiny_references_leave_the_content(
+    content: np.ndarray, painting: np.ndarray
+) -> None:
+    assert transfer_texture(content, painting, strength=0.0) is content
+    tiny = painting[:20, :20]
+    assert transfer_texture(content, tiny, strength=1.0) is content
+    with pytest.raises(ValueError, match="strength"):
+        transfer_texture(content, painting, strength=3.0)
+    with pytest.raises(ValueError, match="uint8"):
+        transfer_texture(content.astype(np.float32), painting, strength=1.0)
+
+
+@pytest.mark.parametrize("medium", ["brush strokes", "halftone"])
+def test_texture_ratio_falls_as_strength_rises(
+    content: np.ndarray, painting: np.ndarray, medium: str
+) -> None:
+    reference = painting if medium == "brush strokes" else halftone(skimage.data.chelsea())
+    ratios = [
+        texture_ratio(
+            transfer_texture(content, reference, strength=s, synthesis_long_side=FAST_SIDE),
+            content,
+            reference,
+        )
+        for s in (0.0, 0.25, 0.5, 1.0)
+    ]
+    assert ratios[0] == pytest.approx(1.0)
+    assert all(a > b + 0.02 for a, b in itertools.pairwise(ratios)), ratios
+    assert ratios[-1] < 0.7, ratios
+
+
+def test_same_seed_same_output_other_seed_other_strokes(
+    content: np.ndarray, painting: np.ndarray
+) -> None:
+    def run(seed: int) -> np.ndarray:
+        return transfer_texture(
+            content, painting, strength=1.0, seed=seed, synthesis_long_side=FAST_SIDE
+        )
+
+    first = run(7)
+    np.testing.assert_array_equal(first, run(7))
+    assert np.abs(first.astype(int) - run(8).astype(int)).mean() > 1.0
+
+
+def test_nothing_is_synthesised_inside_the_face_mask(
+    content: np.ndarray, painting: np.ndarray
+) -> None:
+    mask = np.zeros(content.shape[:2], np.float32)
+    cv2.ellipse(mask, (190, 110), (60, 75), 0, 0, 360, 1.0, -1)
+    soft = cv2.GaussianBlur(mask, (0, 0), 6)
+    soft[mask > 0] = 1.0  # feathered outwards only: 1 on the whole ellipse
+    out = transfer_texture(
+        content, painting, strength=1.0, face_mask=soft, synthesis_long_side=FAST_SIDE
+    )
+    inside = mask > 0
+    assert np.abs(out[inside].astype(int) - content[inside].astype(int)).max() <= 1
+    outside = soft == 0
+    assert np.abs(out[outside].astype(int) - content[outside].astype(int)).mean() > 3
+    # A uint8 mask (0..255) means the same.
+    out_u8 = transfer_texture(
+        content,
+        painting,
+        strength=1.0,
+        face_mask=np.round(soft * 255).astype(np.uint8),
+        synthesis_long_side=FAST_SIDE,
+    )
+    assert np.abs(out_u8[inside].astype(int) - content[inside].astype(int)).max() <= 1
+
+
+def test_face_protection_mask_covers_detected_faces() -> None:
+    portrait = grace_hopper()
+    faces = detect_faces(portrait)
+    assert faces
+    mask = face_protection_mask(faces, portrait.shape, (portrait.shape[1], portrait.shape[0]))
+    assert mask.shape == portrait.shape[:2] and mask.dtype == np.float32
+    eyes = faces[0].landmarks[:4].mean(0).astype(int)
+    assert mask[eyes[1], eyes[0]] == 1.0  # eyes, nose: fully protected
+    nose = faces[0].landmarks[4].astype(int)
+    assert mask[nose[1], nose[0]] == 1.0
+    assert mask[5, 5] == 0.0  # the corner of the frame is paintable
+    assert 0.05 < mask.mean() < 0.6
+    assert face_protection_mask((), portrait.shape, (64, 48)).shape == (48, 64)
+
+
+def test_keep_skin_spares_more_skin_around_the_face(painting: np.ndarray) -> None:
+    content = skimage.data.astronaut()  # neck and ears show; the suit is skin-coloured too
+    faces = detect_faces(content)
+    assert faces
+    size = (content.shape[1], content.shape[0])
+    mask = face_protection_mask(faces, content.shape, size)
+    # Skin-coloured pixels (the face's chroma and lightness range) near the face but
+    # outside its mask: neck, ears.
+    lab = cv2.cvtColor(content.astype(np.float32) / 255, cv2.COLOR_RGB2Lab)
+    face = mask >= 0.99
+    low, high = np.percentile(lab[..., 0][face], [5, 95])
+    left, top, right, bottom = faces[0].box
+    ys, xs = np.mgrid[0 : content.shape[0], 0 : content.shape[1]]
+    near = np.hypot(xs - (left + right) / 2, ys - (top + bottom) / 2) < 2 * (right - left)
+    skin = (
+        (np.linalg.norm(lab[..., 1:] - lab[..., 1:][face].mean(axis=0), axis=-1) < 6)
+        & (lab[..., 0] > low)
+        & (lab[..., 0] < high)
+        & near
+        & (mask == 0)
+    )
+    assert skin.sum() > 300
+
+    def change(keep_skin: bool) -> float:
+        out = transfer_texture(
+            content,
+            painting,
+            strength=1.0,
+            face_mask=mask,
+            keep_skin=keep_skin,
+            synthesis_long_side=FAST_SIDE,
+        )
+        return float(np.abs(out[skin].astype(int) - content[skin].astype(int)).mean())
+
+    assert change(True) < 0.7 * change(False)
+
+
+@pytest.mark.slow
+def test_portrait_remix_gets_the_paintings_texture_and_keeps_the_face() -> None:
+    portrait = grace_hopper()  # 512 x 600, public domain
+    reference = brush_painting(skimage.data.chelsea(), size=512, seed=3)
+    faces = detect_faces(portrait)
+    assert faces
+    size = (portrait.shape[1], portrait.shape[0])
+    classic = (
+        ClassicEngine()
+        .remix(RemixRequest(content=portrait, reference=reference, output_size=size, faces=faces))[
+            0
+        ]
+        .image
+    )
+    strength = artistic_strength(reference)
+    assert strength >= 0.8
+    mask = face_protection_mask(faces, portrait.shape, size)
+    out = transfer_texture(classic, reference, strength=strength, face_mask=mask, seed=0)
+
+    # Closer to the painting's texture than the colour/tone transfer alone ...
+    before = texture_ratio(classic, portrait, reference)
+    after = texture_ratio(out, portrait, reference)
+    assert after < before - 0.1, (before, after)
+    # ... and the face is the same person, as close to the input as without the stage.
+    identity = identity_scores(portrait, out, faces)[0]
+    assert identity.kept
+    assert identity.distance < 0.25
+    assert identity.distance <= identity_scores(portrait, classic, faces)[0].distance + 0.02
+
+
+def test_working_resolution_never_exceeds_the_content(
+    monkeypatch: pytest.MonkeyPatch, painting: np.ndarray
+) -> None:
+    seen: list[tuple[int, ...]] = []
+    synthesize = texture_module.synthesize
+
+    def spy(content_lab: np.ndarray, *args: object, **kwargs: object) -> np.ndarray:
+        seen.append(content_lab.shape)
+        return synthesize(content_lab, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(texture_module, "synthesize", spy)
+    small = cv2.resize(skimage.data.coffee(), (240, 160), interpolation=cv2.INTER_AREA)
+    out = transfer_texture(small, painting, strength=1.0, synthesis_long_side=640)
+    assert out.shape == small.shape
+    assert seen == [(160, 240, 3)]
