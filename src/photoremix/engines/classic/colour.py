@@ -290,27 +290,6 @@ def bake_lut(
     return lut.with_values(np.clip(values, -0.25, 1.25))
 
 
-def monotone_lightness(
-    lut: Lut, source_lab: np.ndarray, target_lab: np.ndarray, weights: tuple[float, ...]
-) -> list[Lut]:
-    """Blend the LUT's output lightness towards a monotone function of input lightness.
-
-    A 3-D colour map turns chroma differences of the content into lightness differences
-    of the output: new edges appear and real ones can invert. Histogram-matching L alone
-    (a monotone 1-D map) keeps the content's lightness structure exactly, so the LUT keeps
-    its chroma but takes ``weight`` of its lightness from that map; one LUT per weight.
-    """
-    xs, ys = _marginal_map(source_lab[:, 0], target_lab[:, 0])
-    lab_in, lab_out = rgb_to_lab(lut.nodes), rgb_to_lab(np.clip(lut.values, 0, 1))
-    monotone = lab_in[..., 0] + np.interp(lab_in[..., 0], xs, ys - xs)
-    luts = []
-    for weight in weights:
-        lab = lab_out.copy()
-        lab[..., 0] = weight * monotone + (1 - weight) * lab_out[..., 0]
-        luts.append(lut.with_values(np.clip(lab_to_rgb(lab), -0.25, 1.25)) if weight else lut)
-    return luts
-
-
 def sample_pixels(image: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
     """(count, 3) random pixels (without replacement when possible) of an (H, W, 3) array."""
     flat = image.reshape(-1, 3)

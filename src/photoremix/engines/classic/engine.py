@@ -9,13 +9,16 @@ Every detected face gets a guard that limits hue rotation, chroma change and lum
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import cv2
 import numpy as np
 
 from photoremix.engines.base import ImageReport, ProgressCallback, RemixOutput, RemixRequest
-from photoremix.engines.classic import tone
+from photoremix.engines.classic import lightness, tone
+from photoremix.engines.classic import vignette as vignette_module
+from photoremix.engines.classic.colour import rgb_to_lab
 from photoremix.engines.classic.directives import Directives, parse_directives
 from photoremix.engines.classic.grain import grain_template
 from photoremix.engines.classic.look import Look, fit_look
@@ -69,10 +72,38 @@ def face_guard_mask(
     return np.clip(full * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def resize_to_output(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _with_lightness(plan: RenderPlan, content_small: np.ndarray) -> RenderPlan:
+    """``plan`` with its locally affine lightness maps (``lightness``), fitted to what
+    ``plan`` makes of ``content_small`` (the content at the coefficient maps' resolution)
+    without the steps that follow the lightness step. The vignette moves into the maps:
+    it darkens the corners while the whole keeps the look's lightness distribution."""
+    preview_plan = dataclasses.replace(
+        plan,
+        face_mask=np.zeros((1, 1), np.uint8),
+        keep_mask=np.full((1, 1), 255, np.uint8),
+        vignette=0.0,
+        grain_curve=np.zeros_like(plan.grain_curve),
+        lightness=None,
+    )
+    preview = render(content_small, preview_plan).astype(np.float32) / 255.0
+    look_lightness = rgb_to_lab(preview)[..., 0]
+    target = look_lightness
+    if plan.vignette > 0:
+        falloff = vignette_module.falloff(preview.shape[:2], plan.vignette)
+        target = rgb_to_lab(preview * falloff[..., None])[..., 0]
+    maps = lightness.fit_lightness(
+        rgb_to_lab(content_small.astype(np.float32) / 255.0)[..., 0], target, look_lightness
+    )
+    return dataclasses.replace(plan, lightness=maps, vignette=0.0)
+
+
+def content_at_render_size(image: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """The content at the size the look is rendered at: its own when the output is larger
+    (``render`` enlarges the result), else shrunk to the output size."""
     h, w = image.shape[:2]
-    shrinking = size[0] * size[1] < w * h
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    if w * h <= output_size[0] * output_size[1]:
+        return image
+    return cv2.resize(image, output_size, interpolation=cv2.INTER_AREA)
 
 
 class ClassicEngine:
@@ -91,10 +122,12 @@ class ClassicEngine:
         look = fit_look(request.content, request.reference)
         t_fit = time.perf_counter()
 
-        content = resize_to_output(request.content, request.output_size)
-        coef_a, coef_b = tone.coefficient_maps(content)
-        face_mask = face_guard_mask(faces, request.content.shape, request.output_size)
-        keep_mask, keep_note = self._keep_mask(request, faces, directives)
+        content = content_at_render_size(request.content, request.output_size)
+        size = (content.shape[1], content.shape[0])
+        content_small = tone.coefficient_image(request.content, request.output_size)
+        coef_a, coef_b = tone.coefficient_maps(content_small)
+        face_mask = face_guard_mask(faces, request.content.shape, size)
+        keep_mask, keep_note = self._keep_mask(request, faces, directives, size)
         t_prepare = time.perf_counter()
         shared = {
             "detect_faces": t_detect - started if request.faces is None else 0.0,
@@ -123,7 +156,8 @@ class ClassicEngine:
                 request.output_size,
                 request.identity_protection,
             )
-            image = render(content, plan)
+            plan = _with_lightness(plan, content_small)
+            image = render(content, plan, request.output_size)
             applied.update(faces_guarded=len(faces), keep_background=keep_note)
             report = ImageReport(
                 engine=self.name,
@@ -141,13 +175,16 @@ class ClassicEngine:
 
     @staticmethod
     def _keep_mask(
-        request: RemixRequest, faces: tuple[Face, ...], directives: Directives
+        request: RemixRequest,
+        faces: tuple[Face, ...],
+        directives: Directives,
+        size: tuple[int, int],
     ) -> tuple[np.ndarray, str | None]:
         if not directives.keep_background:
             return np.full((1, 1), 255, np.uint8), None
         from photoremix.vision.segmentation import subject_mask
 
-        result = subject_mask(request.content, faces, size=request.output_size)
+        result = subject_mask(request.content, faces, size=size)
         if result.method == "none":
             return np.full((1, 1), 255, np.uint8), "no subject found: whole image restyled"
         mask = np.clip(result.mask * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -238,7 +275,7 @@ class ClassicEngine:
         applied = {
             "strength": round(strength, 3),
             "colour": f"MKL + relaxed IDT, shaped {lut.values.shape[0]}^3 LUT",
-            "monotone_lightness": look.lightness_weight,
+            "lightness": "locally affine",
             "detail_gain": round(float(detail_gain), 3),
             "grain_std": round(float(np.median(grain_curve)) * 255, 2),
             "reference_grain_std": round(look.reference_grain * 255, 2),

@@ -18,11 +18,6 @@ from photoremix.engines.classic.colour import Lut, lab_to_rgb, rgb_to_lab
 
 ANALYSIS_LONG_SIDE = 512
 COLOUR_SAMPLES = 20_000
-# The lightness constraint (colour.monotone_lightness) is applied only as much as needed:
-# the first weight whose probe render keeps the content's structure above the floor wins.
-LIGHTNESS_WEIGHTS = (0.0, 0.35, 0.7, 1.0)
-STRUCTURE_FLOOR = 0.985
-PROBE_LONG_SIDE = 192
 
 
 def thumbnail(image: np.ndarray, long_side: int = ANALYSIS_LONG_SIDE) -> np.ndarray:
@@ -44,7 +39,6 @@ class Look:
     grain: grain.GrainModel  # grain to add (reference minus content's own, in quadrature)
     vignette: float  # falloff to add (reference minus content's own)
     reference_grain: float  # measured median grain std of the reference, for the report
-    lightness_weight: float  # how much of the LUT's lightness was made monotone
 
     def lut_for(
         self,
@@ -91,43 +85,9 @@ def fit_look(content: np.ndarray, reference: np.ndarray) -> Look:
     model = colour.fit_colour_model(source_lab, target_lab)
     mapped = lab_to_rgb(model.fitted.astype(np.float32))
     lut = colour.bake_lut(toned_samples, mapped, colour.fit_shaper(toned_samples))
-    lut, lightness_weight = _constrain_lightness(lut, source_lab, target_lab, toned)
     reference_grain = grain.estimate_grain(reference)
     added_grain = grain.residual_grain(reference_grain, grain.estimate_grain(content))
     added_vignette = vignette.vignette_to_apply(
         vignette.estimate_vignette(reference_small), vignette.estimate_vignette(content_small)
     )
-    return Look(
-        lut, tone_fit, added_grain, added_vignette, reference_grain.amount, lightness_weight
-    )
-
-
-def structure_term(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM structure term (s_xy + c) / (s_x s_y + c) of two (H, W) L* images (0..100).
-
-    The same term as ``evaluation.metrics.structure_score``, deliberately not shared: the
-    yardstick must not change when the engine's internal probe is tuned.
-    """
-    c = (0.03 * 100) ** 2 / 2
-
-    def blur(x: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(x, (0, 0), 1.5)
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = np.maximum(blur(a * a) - mu_a**2, 0)
-    var_b = np.maximum(blur(b * b) - mu_b**2, 0)
-    cov = blur(a * b) - mu_a * mu_b
-    return float(np.mean((cov + c) / (np.sqrt(var_a * var_b) + c)))
-
-
-def _constrain_lightness(
-    lut: Lut, source_lab: np.ndarray, target_lab: np.ndarray, toned: np.ndarray
-) -> tuple[Lut, float]:
-    probe = thumbnail(toned, PROBE_LONG_SIDE)
-    probe_l = rgb_to_lab(probe)[..., 0]
-    candidates = colour.monotone_lightness(lut, source_lab, target_lab, LIGHTNESS_WEIGHTS)
-    for weight, candidate in zip(LIGHTNESS_WEIGHTS, candidates, strict=True):
-        rendered = np.clip(candidate.apply(probe), 0, 1)
-        if structure_term(probe_l, rgb_to_lab(rendered)[..., 0]) >= STRUCTURE_FLOOR:
-            return candidate, weight
-    return candidates[-1], LIGHTNESS_WEIGHTS[-1]
+    return Look(lut, tone_fit, added_grain, added_vignette, reference_grain.amount)

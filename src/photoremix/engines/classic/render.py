@@ -24,10 +24,49 @@ import math
 import threading
 from dataclasses import dataclass
 
+import cv2
 import numba
 import numpy as np
 
+from photoremix.engines.classic.lightness import LightnessMaps
+
 GRAIN_TEMPLATE_SIZE = 512  # power of two: tiling uses a bit mask
+
+# Transfer-function tables of the lightness step, indexed by a square root (where both
+# functions are smooth) and linearly interpolated; their error is below 0.01 code values.
+TABLE_SIZE = 1024
+LINEAR_TABLE_RANGE = 2.0  # linear light up to this (sRGB 1.23) before clipping
+# Largest factor a pixel's linear RGB is scaled by to reach its target lightness; the rest
+# is added as grey, so near-black colours do not turn into saturated noise.
+MAX_LIGHT_SCALE = 4.0
+
+
+def srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values (float array; negative values count as 0) -> linear light."""
+    v = np.maximum(np.asarray(v, dtype=np.float64), 0.0)
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(v: np.ndarray) -> np.ndarray:
+    """Linear light (float array; negative values count as 0) -> sRGB-encoded values."""
+    v = np.maximum(np.asarray(v, dtype=np.float64), 0.0)
+    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
+
+
+def luminance_to_lstar(y: np.ndarray) -> np.ndarray:
+    """Relative luminance Y (white = 1) -> CIE L* (0..100)."""
+    y = np.asarray(y, dtype=np.float64)
+    return np.where(y > 0.008856, 116 * np.cbrt(y) - 16, 903.3 * y)
+
+
+_ROOTS = np.linspace(0.0, 1.0, TABLE_SIZE)
+_SRGB8_LINEAR = srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
+# sqrt(Y) in [0, 1] -> L* (interpolated); sqrt(linear / LINEAR_TABLE_RANGE) in [0, 1] ->
+# sRGB value (4x finer, nearest entry: the encoding runs three times per pixel)
+_ROOT_LSTAR = luminance_to_lstar(_ROOTS**2).astype(np.float32)
+_ROOT_SRGB = linear_to_srgb(np.linspace(0, 1, 4 * TABLE_SIZE) ** 2 * LINEAR_TABLE_RANGE).astype(
+    np.float32
+)
 
 # The kernel is parallel over rows and already uses every core, so concurrent renders gain
 # nothing; and numba's fallback "workqueue" threading layer aborts the process when two
@@ -54,6 +93,9 @@ class RenderPlan:
         relative to luma; face_grain: share of the grain kept inside faces (grain changes
         the identity embedding); grain_offset: (dy, dx) into the template.
     knee: highlight roll-off start. dither_seed: seeds the TPDF dither.
+    lightness: locally affine lightness maps (``lightness.fit_lightness``), at the
+        resolution of coef_a; None = the LUT's own lightness. Inside faces the slope is
+        moved towards face_detail_gain, keeping the local mean.
     """
 
     shaper: np.ndarray
@@ -76,19 +118,23 @@ class RenderPlan:
     grain_offset: tuple[int, int]
     knee: float
     dither_seed: int
+    lightness: LightnessMaps | None = None
 
 
-@numba.njit(cache=True, inline="always")
-def _bilinear(grid: np.ndarray, fy: float, fx: float) -> float:
-    h, w = grid.shape
-    fy = min(max(fy, 0.0), h - 1.0)
-    fx = min(max(fx, 0.0), w - 1.0)
-    y0, x0 = int(fy), int(fx)
-    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
-    ty, tx = fy - y0, fx - x0
-    top = grid[y0, x0] * (1 - tx) + grid[y0, x1] * tx
-    bottom = grid[y1, x0] * (1 - tx) + grid[y1, x1] * tx
-    return top * (1 - ty) + bottom * ty
+@numba.njit(cache=True)
+def _sample_positions(n_out: int, n_grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Bilinear sampling of a low-resolution grid at each output row (or column): the two
+    # grid indices and the weight of the second, pixel centres aligned.
+    lower = np.empty(n_out, np.int64)
+    upper = np.empty(n_out, np.int64)
+    weight = np.empty(n_out, np.float64)
+    step = n_grid / n_out
+    for i in range(n_out):
+        f = min(max((i + 0.5) * step - 0.5, 0.0), n_grid - 1.0)
+        lower[i] = int(f)
+        upper[i] = min(lower[i] + 1, n_grid - 1)
+        weight[i] = f - lower[i]
+    return lower, upper, weight
 
 
 @numba.njit(cache=True, inline="always")
@@ -98,6 +144,20 @@ def _curve(table: np.ndarray, v: float) -> float:
     i = min(int(pos), n - 2)
     t = pos - i
     return table[i] * (1 - t) + table[i + 1] * t
+
+
+@numba.njit(cache=True, inline="always")
+def _mix4(top, bottom, x_lo, x_hi, k, w00, w01, w10, w11):  # fmt: skip
+    # Bilinear mix of channel k of two rows of an (h, w, channels) map.
+    return w00 * top[x_lo, k] + w01 * top[x_hi, k] + w10 * bottom[x_lo, k] + w11 * bottom[x_hi, k]
+
+
+@numba.njit(cache=True, inline="always")
+def _encode(root_srgb: np.ndarray, linear: float) -> float:
+    # Linear light -> sRGB value: nearest entry of the square-root-indexed table.
+    last = root_srgb.shape[0] - 1
+    position = math.sqrt(max(linear, 0.0) * (1.0 / LINEAR_TABLE_RANGE)) * last
+    return root_srgb[min(int(position + 0.5), last)]
 
 
 @numba.njit(cache=True, inline="always")
@@ -113,52 +173,49 @@ def _hash01(a: int, b: int, seed: int) -> float:
 
 
 @numba.njit(cache=True, inline="always")
-def _tetrahedral(lut, ir, ig, ib, tr, tg, tb, k):  # fmt: skip
+def _tetrahedral(lut, ir, ig, ib, tr, tg, tb):  # fmt: skip
     # Same rule as colour.tetrahedral_corners: walk from the base corner along the axes in
     # order of decreasing fractional part; neutral colours stay on the cube's diagonal.
-    c000 = lut[ir, ig, ib, k]
-    c111 = lut[ir + 1, ig + 1, ib + 1, k]
+    # Returns the interpolated (r, g, b); the walk is chosen once for all three channels.
     if tr >= tg:
         if tg >= tb:
-            return (
-                (1 - tr) * c000
-                + (tr - tg) * lut[ir + 1, ig, ib, k]
-                + (tg - tb) * lut[ir + 1, ig + 1, ib, k]
-                + tb * c111
-            )
-        if tr >= tb:
-            return (
-                (1 - tr) * c000
-                + (tr - tb) * lut[ir + 1, ig, ib, k]
-                + (tb - tg) * lut[ir + 1, ig, ib + 1, k]
-                + tg * c111
-            )
-        return (
-            (1 - tb) * c000
-            + (tb - tr) * lut[ir, ig, ib + 1, k]
-            + (tr - tg) * lut[ir + 1, ig, ib + 1, k]
-            + tg * c111
-        )
-    if tb > tg:
-        return (
-            (1 - tb) * c000
-            + (tb - tg) * lut[ir, ig, ib + 1, k]
-            + (tg - tr) * lut[ir, ig + 1, ib + 1, k]
-            + tr * c111
-        )
-    if tb > tr:
-        return (
-            (1 - tg) * c000
-            + (tg - tb) * lut[ir, ig + 1, ib, k]
-            + (tb - tr) * lut[ir, ig + 1, ib + 1, k]
-            + tr * c111
-        )
-    return (
-        (1 - tg) * c000
-        + (tg - tr) * lut[ir, ig + 1, ib, k]
-        + (tr - tb) * lut[ir + 1, ig + 1, ib, k]
-        + tb * c111
+            w1, w2, w3 = tr - tg, tg - tb, tb
+            r1, g1, b1, r2, g2, b2 = ir + 1, ig, ib, ir + 1, ig + 1, ib
+        elif tr >= tb:
+            w1, w2, w3 = tr - tb, tb - tg, tg
+            r1, g1, b1, r2, g2, b2 = ir + 1, ig, ib, ir + 1, ig, ib + 1
+        else:
+            w1, w2, w3 = tb - tr, tr - tg, tg
+            r1, g1, b1, r2, g2, b2 = ir, ig, ib + 1, ir + 1, ig, ib + 1
+    elif tb > tg:
+        w1, w2, w3 = tb - tg, tg - tr, tr
+        r1, g1, b1, r2, g2, b2 = ir, ig, ib + 1, ir, ig + 1, ib + 1
+    elif tb > tr:
+        w1, w2, w3 = tg - tb, tb - tr, tr
+        r1, g1, b1, r2, g2, b2 = ir, ig + 1, ib, ir, ig + 1, ib + 1
+    else:
+        w1, w2, w3 = tg - tr, tr - tb, tb
+        r1, g1, b1, r2, g2, b2 = ir, ig + 1, ib, ir + 1, ig + 1, ib
+    w0 = 1 - w1 - w2 - w3
+    out0 = (
+        w0 * lut[ir, ig, ib, 0]
+        + w1 * lut[r1, g1, b1, 0]
+        + w2 * lut[r2, g2, b2, 0]
+        + w3 * lut[ir + 1, ig + 1, ib + 1, 0]
     )
+    out1 = (
+        w0 * lut[ir, ig, ib, 1]
+        + w1 * lut[r1, g1, b1, 1]
+        + w2 * lut[r2, g2, b2, 1]
+        + w3 * lut[ir + 1, ig + 1, ib + 1, 1]
+    )
+    out2 = (
+        w0 * lut[ir, ig, ib, 2]
+        + w1 * lut[r1, g1, b1, 2]
+        + w2 * lut[r2, g2, b2, 2]
+        + w3 * lut[ir + 1, ig + 1, ib + 1, 2]
+    )
+    return out0, out1, out2
 
 
 @numba.njit(cache=True, inline="always")
@@ -171,22 +228,24 @@ def _quantise(v: float, knee: float, dither: float) -> int:
 
 
 @numba.njit(cache=True, parallel=True, fastmath=True)
-def _render(
-    content, shaper, lut, coef_a, coef_b, base_curve, detail_gain, face_detail_gain,
-    face_mask, keep_mask, guard_hue, guard_chroma, guard_gain, vignette,
-    grain, grain_curve, face_grain, grain_chroma, grain_dy, grain_dx, knee, dither_seed, out,
+def _render_look(
+    content, shaper, lut, maps, has_light, base_curve, detail_gain, face_detail_gain,
+    face_mask, keep_mask, guard_hue, guard_chroma, guard_gain, vignette, face_grain,
+    srgb8_linear, root_lstar, root_srgb, look,
 ):  # fmt: skip
+    # Steps 1-5 at the content's resolution -> look: (H, W, 4) float32 sRGB values and the
+    # share of grain each pixel gets.
     H, W, _ = content.shape
     S = lut.shape[0]
-    ah, aw = coef_a.shape
-    sy, sx = ah / H, aw / W
+    col_lo, col_hi, col_t = _sample_positions(W, maps.shape[1])
+    row_lo, row_hi, row_t = _sample_positions(H, maps.shape[0])
     has_faces = face_mask.shape[0] == H
     has_keep = keep_mask.shape[0] == H
-    tmask = grain.shape[0] - 1
     cy, cx = (H - 1) / 2.0, (W - 1) / 2.0
     inv_r2 = 1.0 / (cy * cy + cx * cx)
+    cos_hue, sin_hue, tan_hue = math.cos(guard_hue), math.sin(guard_hue), math.tan(guard_hue)
     for y in numba.prange(H):
-        fy = (y + 0.5) * sy - 0.5
+        top, bottom, ty = maps[row_lo[y]], maps[row_hi[y]], row_t[y]
         for x in range(W):
             r0 = content[y, x, 0] / 255.0
             g0 = content[y, x, 1] / 255.0
@@ -194,9 +253,21 @@ def _render(
             y0 = 0.299 * r0 + 0.587 * g0 + 0.114 * b0
             m_face = face_mask[y, x] / 255.0 if has_faces else 0.0
 
+            # the low-resolution maps at this pixel: tone coefficients a and b, lightness
+            # slope, offset and local mean
+            x_lo, x_hi, tx = col_lo[x], col_hi[x], col_t[x]
+            w00, w01 = (1 - ty) * (1 - tx), (1 - ty) * tx
+            w10, w11 = ty * (1 - tx), ty * tx
+            m = (
+                _mix4(top, bottom, x_lo, x_hi, 0, w00, w01, w10, w11),
+                _mix4(top, bottom, x_lo, x_hi, 1, w00, w01, w10, w11),
+                _mix4(top, bottom, x_lo, x_hi, 2, w00, w01, w10, w11),
+                _mix4(top, bottom, x_lo, x_hi, 3, w00, w01, w10, w11),
+                _mix4(top, bottom, x_lo, x_hi, 4, w00, w01, w10, w11),
+            )
+
             # 1. two-scale tone
-            fx = (x + 0.5) * sx - 0.5
-            base = _bilinear(coef_a, fy, fx) * y0 + _bilinear(coef_b, fy, fx)
+            base = m[0] * y0 + m[1]
             gain = detail_gain + (face_detail_gain - detail_gain) * m_face
             dy = _curve(base_curve, base) + gain * (y0 - base) - y0
             r, g, b = r0 + dy, g0 + dy, b0 + dy
@@ -207,9 +278,30 @@ def _render(
             pb = _curve(shaper[2], b) * (S - 1)
             ir, ig, ib = min(int(pr), S - 2), min(int(pg), S - 2), min(int(pb), S - 2)
             tr, tg, tb = pr - ir, pg - ig, pb - ib
-            c_r = _tetrahedral(lut, ir, ig, ib, tr, tg, tb, 0)
-            c_g = _tetrahedral(lut, ir, ig, ib, tr, tg, tb, 1)
-            c_b = _tetrahedral(lut, ir, ig, ib, tr, tg, tb, 2)
+            c_r, c_g, c_b = _tetrahedral(lut, ir, ig, ib, tr, tg, tb)
+
+            # 2b. locally affine lightness: L* = a * L*(content) + b, chromaticity as the
+            # LUT made it. With it, the LUT holds linear light: scale it to the target
+            # luminance (beyond MAX_LIGHT_SCALE add grey, so near-black colours do not
+            # turn into saturated noise), then encode as sRGB.
+            if has_light:
+                lum0 = (
+                    0.212671 * srgb8_linear[content[y, x, 0]]
+                    + 0.715160 * srgb8_linear[content[y, x, 1]]
+                    + 0.072169 * srgb8_linear[content[y, x, 2]]
+                )
+                l0 = _curve(root_lstar, math.sqrt(lum0))
+                # in faces the slope (local contrast) follows the face's detail gain
+                slope = m[2] + (face_detail_gain - m[2]) * m_face
+                lt = slope * l0 + m[3] + (m[2] - slope) * m[4]
+                cube = (lt + 16.0) * (1.0 / 116.0)
+                lum_t = cube * cube * cube if lt > 8.0 else max(lt, 0.0) * (1.0 / 903.3)
+                lum = 0.212671 * c_r + 0.715160 * c_g + 0.072169 * c_b
+                scale = min(lum_t / lum, MAX_LIGHT_SCALE) if lum > 1e-6 else 0.0
+                grey = lum_t - scale * lum
+                c_r = _encode(root_srgb, c_r * scale + grey)
+                c_g = _encode(root_srgb, c_g * scale + grey)
+                c_b = _encode(root_srgb, c_b * scale + grey)
 
             # 3. face guard in YCbCr, relative to the original pixel
             if m_face > 0.0:
@@ -223,11 +315,19 @@ def _render(
                 mag1 = math.sqrt(cb1 * cb1 + cr1 * cr1)
                 magg = min(max(mag1, mag0 * (1 - guard_chroma)), mag0 * (1 + guard_chroma) + 0.01)
                 if mag0 > 0.01:
-                    a0 = math.atan2(cr0, cb0)
-                    da = math.atan2(cr1, cb1) - a0 if mag1 > 1e-6 else 0.0
-                    da = (da + math.pi) % (2 * math.pi) - math.pi
-                    da = min(max(da, -guard_hue), guard_hue)
-                    cbg, crg = magg * math.cos(a0 + da), magg * math.sin(a0 + da)
+                    # Hue rotation limited to guard_hue, without trigonometry per pixel:
+                    # the new hue is kept when it is within the limit, else the original
+                    # hue is rotated by the limit towards it.
+                    dot = cb0 * cb1 + cr0 * cr1
+                    cross = cb0 * cr1 - cr0 * cb1
+                    if mag1 > 1e-6 and dot > 0.0 and abs(cross) <= tan_hue * dot:
+                        cbg, crg = cb1 * (magg / mag1), cr1 * (magg / mag1)
+                    else:
+                        turn = (1.0 if cross > 0.0 else -1.0) if mag1 > 1e-6 else 0.0
+                        cos_d, sin_d = (cos_hue, turn * sin_hue) if turn != 0.0 else (1.0, 0.0)
+                        unit = magg / mag0
+                        cbg = (cb0 * cos_d - cr0 * sin_d) * unit
+                        crg = (cr0 * cos_d + cb0 * sin_d) * unit
                 else:
                     scale = magg / mag1 if mag1 > 1e-6 else 0.0
                     cbg, crg = cb1 * scale, cr1 * scale
@@ -249,34 +349,79 @@ def _render(
             ddy, ddx = y - cy, x - cx
             falloff = 1.0 - vignette * (ddy * ddy + ddx * ddx) * inv_r2
 
+            look[y, x, 0] = c_r * falloff
+            look[y, x, 1] = c_g * falloff
+            look[y, x, 2] = c_b * falloff
+            look[y, x, 3] = 1.0 - (1.0 - face_grain) * m_face
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def _finish(
+    look, grain, grain_curve, grain_chroma, grain_dy, grain_dx, knee, dither_seed, out
+):  # fmt: skip
+    # Steps 6-7 at the output resolution: grain, roll-off, dither, quantise.
+    H, W, _ = out.shape
+    tmask = grain.shape[0] - 1
+    for y in numba.prange(H):
+        for x in range(W):
+            c_r, c_g, c_b = look[y, x, 0], look[y, x, 1], look[y, x, 2]
+
             # 6. grain, strength following the output luma
-            y_out = (0.299 * c_r + 0.587 * c_g + 0.114 * c_b) * falloff
-            amount = _curve(grain_curve, y_out) * (1.0 - (1.0 - face_grain) * m_face)
+            y_out = 0.299 * c_r + 0.587 * c_g + 0.114 * c_b
+            amount = _curve(grain_curve, y_out) * look[y, x, 3]
             ty_, tx_ = (y + grain_dy) & tmask, (x + grain_dx) & tmask
             n_y = grain[ty_, tx_, 0] * amount
             n_cb = grain[ty_, tx_, 1] * amount * grain_chroma
             n_cr = grain[ty_, tx_, 2] * amount * grain_chroma
-            grain_rgb0 = n_y + 1.402 * n_cr
-            grain_rgb1 = n_y - 0.344136 * n_cb - 0.714136 * n_cr
-            grain_rgb2 = n_y + 1.772 * n_cb
 
             # 7. roll-off, dither, quantise
             d = _hash01(y, x, dither_seed) + _hash01(x, y, dither_seed + 1) - 1.0
-            out[y, x, 0] = _quantise(c_r * falloff + grain_rgb0, knee, d)
-            out[y, x, 1] = _quantise(c_g * falloff + grain_rgb1, knee, d)
-            out[y, x, 2] = _quantise(c_b * falloff + grain_rgb2, knee, d)
+            out[y, x, 0] = _quantise(c_r + n_y + 1.402 * n_cr, knee, d)
+            out[y, x, 1] = _quantise(c_g + n_y - 0.344136 * n_cb - 0.714136 * n_cr, knee, d)
+            out[y, x, 2] = _quantise(c_b + n_y + 1.772 * n_cb, knee, d)
 
 
-def render(content: np.ndarray, plan: RenderPlan) -> np.ndarray:
-    """Apply ``plan`` to ``content`` ((H, W, 3) uint8, already at output size) -> uint8."""
-    out = np.empty_like(content)
+def render(
+    content: np.ndarray, plan: RenderPlan, output_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Apply ``plan`` to ``content`` ((h, w, 3) uint8) -> (H, W, 3) uint8.
+
+    output_size: (W, H), default the content's size. Steps 1-5 run at the content's own
+    resolution (the masks in ``plan`` are at that size); the result is then resized
+    (Lanczos when enlarging: a colour map applied before enlarging blends no colours
+    the content does not have, and costs a fraction of the pixels), and grain and dither
+    are added at the output resolution.
+    """
+    h, w = content.shape[:2]
+    width, height = output_size if output_size is not None else (w, h)
+    lut = plan.lut
+    has_light = plan.lightness is not None
+    maps = [plan.coef_a, plan.coef_b] + [np.zeros_like(plan.coef_a)] * 3
+    if plan.lightness is not None:  # the lightness step works in linear light
+        lut = srgb_to_linear(lut).astype(np.float32)
+        grid = (plan.coef_a.shape[1], plan.coef_a.shape[0])
+        light = plan.lightness
+        maps[2:] = [
+            cv2.resize(m.astype(np.float32), grid, interpolation=cv2.INTER_LINEAR)
+            for m in (light.slope, light.offset, light.local_mean)
+        ]
+    look = np.empty((h, w, 4), np.float32)
+    out = np.empty((height, width, 3), np.uint8)
     with _render_lock:
-        _render(
-            np.ascontiguousarray(content), plan.shaper, plan.lut, plan.coef_a, plan.coef_b,
+        _render_look(
+            np.ascontiguousarray(content), plan.shaper, lut,
+            np.ascontiguousarray(np.stack(maps, axis=-1), dtype=np.float32), has_light,
             plan.base_curve,
             plan.detail_gain, plan.face_detail_gain, plan.face_mask, plan.keep_mask,
-            plan.guard_hue, plan.guard_chroma, plan.guard_gain, plan.vignette,
-            plan.grain, plan.grain_curve, plan.face_grain, plan.grain_chroma,
+            plan.guard_hue, plan.guard_chroma, plan.guard_gain, plan.vignette, plan.face_grain,
+            _SRGB8_LINEAR, _ROOT_LSTAR, _ROOT_SRGB, look,
+        )  # fmt: skip
+        if (w, h) != (width, height):
+            enlarging = width * height > w * h
+            interpolation = cv2.INTER_LANCZOS4 if enlarging else cv2.INTER_AREA
+            look = cv2.resize(look, (width, height), interpolation=interpolation)
+        _finish(
+            look, plan.grain, plan.grain_curve, plan.grain_chroma,
             plan.grain_offset[0], plan.grain_offset[1], plan.knee, plan.dither_seed, out,
         )  # fmt: skip
     return out

@@ -53,14 +53,20 @@ def base_layer(y: np.ndarray) -> np.ndarray:
     return a * y + b
 
 
-def coefficient_maps(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Low-resolution (a, b) maps for the renderer from the full-size (H, W, 3) uint8 image."""
+def coefficient_image(image: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """``image`` ((H, W, 3) uint8, any size) at the resolution of the coefficient maps for
+    an output of ``output_size`` (width, height): COEFFICIENT_SCALE of it, uint8."""
     h, w = image.shape[:2]
-    small = cv2.resize(
-        image,
-        (max(8, round(w * COEFFICIENT_SCALE)), max(8, round(h * COEFFICIENT_SCALE))),
-        interpolation=cv2.INTER_AREA,
+    size = (
+        max(8, round(output_size[0] * COEFFICIENT_SCALE)),
+        max(8, round(output_size[1] * COEFFICIENT_SCALE)),
     )
+    shrinking = size[0] * size[1] < w * h
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def coefficient_maps(small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Low-resolution (a, b) maps for the renderer from ``coefficient_image(image)``."""
     y = luma(small.astype(np.float32) / 255.0)
     return guided_coefficients(y, radius_for(y.shape))
 

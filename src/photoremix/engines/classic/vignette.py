@@ -49,5 +49,14 @@ def estimate_vignette(rgb: np.ndarray) -> float:
     return float(np.clip(v, 0.0, 1.0))
 
 
+def falloff(shape: tuple[int, int], strength: float) -> np.ndarray:
+    """(H, W) float32 factor 1 - strength * r^2 for an image of ``shape`` (as the renderer)."""
+    h, w = shape
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / (cy * cy + cx * cx)
+    return (1 - strength * r2).astype(np.float32)
+
+
 def vignette_to_apply(reference_v: float, content_v: float) -> float:
     return float(np.clip(reference_v - content_v, 0.0, MAX_STRENGTH))
