@@ -60,6 +60,7 @@ from photoremix.engines.prompting import (
     ROLE_IDENTITY,
     ROLE_REFERENCE,
     remix_instruction,
+    strength_note,
 )
 from photoremix.imaging import ImageError, decode_image, encode_image
 from photoremix.settings import Settings
@@ -218,17 +219,6 @@ VARIATIONS: Final = (
 def variation_for(index: int) -> _Variation:
     """Variation ``index``'s hint; beyond the table it repeats (Gemini samples anew)."""
     return VARIATIONS[index % len(VARIATIONS)]
-
-
-def strength_note(style_strength: float | None) -> str:
-    """A sentence for ``RemixRequest.style_strength`` (0..1; None = the model's own)."""
-    if style_strength is None:
-        return ""
-    if style_strength < 0.4:
-        return "Apply the reference's look subtly; the result should stay close to the photo."
-    if style_strength > 0.8:
-        return "Apply the reference's look fully."
-    return "Apply the reference's look at moderate strength."
 
 
 def problem(settings: Settings) -> str | None:

@@ -132,3 +132,14 @@ def _join(items: Sequence[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def strength_note(style_strength: float | None) -> str:
+    """A sentence for ``RemixRequest.style_strength`` (0..1; None = the model's own)."""
+    if style_strength is None:
+        return ""
+    if style_strength < 0.4:
+        return "Apply the reference's look subtly; the result should stay close to the photo."
+    if style_strength > 0.8:
+        return "Apply the reference's look fully."
+    return "Apply the reference's look at moderate strength."

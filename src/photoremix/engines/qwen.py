@@ -61,12 +61,12 @@ from photoremix.engines.base import (
     RemixOutput,
     RemixRequest,
 )
-from photoremix.engines.gemini import strength_note
 from photoremix.engines.prompting import (
     ROLE_CONTENT,
     ROLE_IDENTITY,
     ROLE_REFERENCE,
     remix_instruction,
+    strength_note,
 )
 from photoremix.settings import Settings
 from photoremix.vision.faces import detect_faces
