@@ -2,8 +2,10 @@
 
 Pipeline (docs/classic-engine.md has the reasoning):
   fit on thumbnails (``look.fit_look``): tone, colour LUT, grain, vignette
-  -> per variation: derive the LUT and render parameters (``variations``, directives)
-  -> render at output size in one fused pass (``render.render``).
+  -> per variation: derive the LUT and render parameters (``variations``, directives),
+     and fit the locally affine lightness maps (``lightness``) on a small preview render
+  -> render (``render.render``): the look at the content's resolution, then grain and
+     dither at the output size.
 Every detected face gets a guard that limits hue rotation, chroma change and luma gain.
 """
 
@@ -45,7 +47,8 @@ FACE_MASK_AXES = (0.62, 0.75)
 def face_guard_mask(
     faces: tuple[Face, ...], source_shape: tuple[int, ...], size: tuple[int, int]
 ) -> np.ndarray:
-    """(H, W) uint8 soft mask covering each face (forehead to chin) at output ``size``.
+    """(H, W) uint8 soft mask covering each face (forehead to chin) at ``size`` (W, H);
+    face boxes are in the coordinates of an image of ``source_shape``.
 
     Drawn at quarter resolution and feathered there, then upsampled: soft edges need no
     full-resolution precision, and a 4 MP blur would cost more than the whole render.

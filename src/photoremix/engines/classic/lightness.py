@@ -24,15 +24,17 @@ import cv2
 import numpy as np
 
 # Regression window radius as a fraction of the maps' long side.
-RADIUS_FRACTION = 0.0125
+RADIUS_FRACTION = 0.011
 # Regulariser (L* units squared) and the slope it pulls towards: a window flatter than
 # about sqrt(EPSILON) (a sky, a clipped highlight) keeps the content's own contrast there
 # instead of taking a slope from its quantisation noise.
 EPSILON = 0.3
 PRIOR_SLOPE = 1.0
-# Local slope limits: a window the look would flatten or invert keeps MIN_SLOPE contrast.
+# Local slope limits: a window the look would flatten or invert keeps MIN_SLOPE contrast;
+# one it would stretch more than MAX_SLOPE-fold turns the content's JPEG noise into
+# visible blotches (skies), so it stops there.
 MIN_SLOPE = 0.3
-MAX_SLOPE = 4.0
+MAX_SLOPE = 2.0
 HISTOGRAM_ITERATIONS = 1
 QUANTILES = 256
 

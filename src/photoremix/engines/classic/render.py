@@ -1,21 +1,25 @@
-"""Full-resolution rendering of a fitted look: one fused pass over the pixels.
+"""Rendering a fitted look: two compiled passes over the pixels.
 
 Everything expensive (fitting the colour model, the tone curve, grain statistics) happens
-on thumbnails. At output resolution every operation is per pixel, or reads smooth
-low-resolution coefficient maps, so nothing here can move geometry. Fusing the steps into
-one compiled loop keeps a 4 MP render to tens of milliseconds and the memory to the input
-and output buffers.
+on thumbnails. Here every operation is per pixel, or reads smooth low-resolution maps, so
+nothing can move geometry.
 
-Per pixel, in order (values are sRGB-encoded floats in [0, 1]):
+Pass 1 runs at the content's own resolution (or the output's, when the content is larger),
+values are sRGB-encoded floats in [0, 1]:
 1. two-scale tone: luma Y = base + detail, where base is an edge-preserving (guided
    filter) smoothing of Y; Y' = curve(base) + gain * detail, added equally to R, G, B;
 2. colour: per-channel shaper, then tetrahedral lookup in the 3D LUT;
-3. face guard (inside the soft face mask): limit hue rotation, chroma change and luma gain
+3. lightness (when the plan has lightness maps): CIE L* set to a locally affine function
+   of the content's L*, chromaticity as the LUT made it (``lightness``);
+4. face guard (inside the soft face mask): limit hue rotation, chroma change and luma gain
    relative to the original pixel, in YCbCr;
-4. keep-mask (directive "keep the original background"): blend back to the original;
-5. vignette: multiply by 1 - v * r^2 (r = 1 at the corners);
-6. grain: add a tiled, spatially correlated noise template scaled by an intensity curve;
-7. highlight roll-off (soft knee) and TPDF dither, then quantise to uint8.
+5. keep-mask (directive "keep the original background"): blend back to the original;
+6. vignette: multiply by 1 - v * r^2 (r = 1 at the corners).
+The result is resized to the output size (Lanczos when enlarging: a colour map applied
+before enlarging mixes no colours the content does not have, and touches a fraction of
+the pixels). Pass 2 runs at the output resolution:
+7. grain: add a tiled, spatially correlated noise template scaled by an intensity curve;
+8. highlight roll-off (soft knee) and TPDF dither, then quantise to uint8.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from photoremix.engines.classic.lightness import LightnessMaps
 GRAIN_TEMPLATE_SIZE = 512  # power of two: tiling uses a bit mask
 
 # Transfer-function tables of the lightness step, indexed by a square root (where both
-# functions are smooth) and linearly interpolated; their error is below 0.01 code values.
+# functions are smooth); their error is below 0.1 code values.
 TABLE_SIZE = 1024
 LINEAR_TABLE_RANGE = 2.0  # linear light up to this (sRGB 1.23) before clipping
 # Largest factor a pixel's linear RGB is scaled by to reach its target lightness; the rest
@@ -76,15 +80,17 @@ _render_lock = threading.Lock()
 
 @dataclass
 class RenderPlan:
-    """Everything the kernel needs besides the content pixels.
+    """Everything the kernels need besides the content pixels.
 
     shaper: (3, N) float32 per-channel map of value in [0, 1] to LUT grid coordinate in [0, 1].
     lut: (S, S, S, 3) float32 RGB LUT values indexed [r, g, b] in grid coordinates.
     coef_a, coef_b: (h, w) float32 low-resolution guided-filter coefficients: base = a*Y + b.
     base_curve: (256,) float32, new base value for base in [0, 1] (linear interpolation).
     detail_gain, face_detail_gain: multipliers of the detail layer outside / inside faces.
-    face_mask: (H, W) uint8 soft mask (255 = face) or (1, 1) zeros when there are no faces.
-    keep_mask: (H, W) uint8 soft mask (255 = restyle, 0 = keep original) or (1, 1) of 255.
+    face_mask: (h, w) uint8 soft mask (255 = face) at the content's size, or (1, 1) zeros
+        when there are no faces.
+    keep_mask: (h, w) uint8 soft mask (255 = restyle, 0 = keep original) at the content's
+        size, or (1, 1) of 255.
     guard_hue, guard_chroma, guard_gain: face guard limits (radians; max chroma ratio
         deviation; max luma gain deviation).
     vignette: strength v of the radial falloff 1 - v*r^2.
@@ -93,8 +99,8 @@ class RenderPlan:
         relative to luma; face_grain: share of the grain kept inside faces (grain changes
         the identity embedding); grain_offset: (dy, dx) into the template.
     knee: highlight roll-off start. dither_seed: seeds the TPDF dither.
-    lightness: locally affine lightness maps (``lightness.fit_lightness``), at the
-        resolution of coef_a; None = the LUT's own lightness. Inside faces the slope is
+    lightness: locally affine lightness maps (``lightness.fit_lightness``, resampled to
+        the grid of coef_a); None = the LUT's own lightness. Inside faces the slope is
         moved towards face_detail_gain, keeping the local mean.
     """
 
@@ -147,7 +153,7 @@ def _curve(table: np.ndarray, v: float) -> float:
 
 
 @numba.njit(cache=True, inline="always")
-def _mix4(top, bottom, x_lo, x_hi, k, w00, w01, w10, w11):  # fmt: skip
+def _mix(top, bottom, x_lo, x_hi, k, w00, w01, w10, w11):  # fmt: skip
     # Bilinear mix of channel k of two rows of an (h, w, channels) map.
     return w00 * top[x_lo, k] + w01 * top[x_hi, k] + w10 * bottom[x_lo, k] + w11 * bottom[x_hi, k]
 
@@ -158,6 +164,22 @@ def _encode(root_srgb: np.ndarray, linear: float) -> float:
     last = root_srgb.shape[0] - 1
     position = math.sqrt(max(linear, 0.0) * (1.0 / LINEAR_TABLE_RANGE)) * last
     return root_srgb[min(int(position + 0.5), last)]
+
+
+# The look between the passes is stored as uint16 (half the memory of float32 at 4 MP):
+# values in [LOOK_LOW, LOOK_LOW + LOOK_RANGE] in steps of 0.006 code values; beyond, the
+# knee or the quantiser would clip them anyway.
+LOOK_LOW, LOOK_RANGE = -0.25, 1.6
+
+
+@numba.njit(cache=True, inline="always")
+def _store(v: float) -> int:
+    return int(min(max((v - LOOK_LOW) * (65535.0 / LOOK_RANGE) + 0.5, 0.0), 65535.0))
+
+
+@numba.njit(cache=True, inline="always")
+def _load(q: int) -> float:
+    return q * (LOOK_RANGE / 65535.0) + LOOK_LOW
 
 
 @numba.njit(cache=True, inline="always")
@@ -233,8 +255,8 @@ def _render_look(
     face_mask, keep_mask, guard_hue, guard_chroma, guard_gain, vignette, face_grain,
     srgb8_linear, root_lstar, root_srgb, look,
 ):  # fmt: skip
-    # Steps 1-5 at the content's resolution -> look: (H, W, 4) float32 sRGB values and the
-    # share of grain each pixel gets.
+    # Steps 1-6 -> look: (H, W, 4) uint16 (``_store``), sRGB values and the share of grain
+    # each pixel gets (less inside faces).
     H, W, _ = content.shape
     S = lut.shape[0]
     col_lo, col_hi, col_t = _sample_positions(W, maps.shape[1])
@@ -259,11 +281,11 @@ def _render_look(
             w00, w01 = (1 - ty) * (1 - tx), (1 - ty) * tx
             w10, w11 = ty * (1 - tx), ty * tx
             m = (
-                _mix4(top, bottom, x_lo, x_hi, 0, w00, w01, w10, w11),
-                _mix4(top, bottom, x_lo, x_hi, 1, w00, w01, w10, w11),
-                _mix4(top, bottom, x_lo, x_hi, 2, w00, w01, w10, w11),
-                _mix4(top, bottom, x_lo, x_hi, 3, w00, w01, w10, w11),
-                _mix4(top, bottom, x_lo, x_hi, 4, w00, w01, w10, w11),
+                _mix(top, bottom, x_lo, x_hi, 0, w00, w01, w10, w11),
+                _mix(top, bottom, x_lo, x_hi, 1, w00, w01, w10, w11),
+                _mix(top, bottom, x_lo, x_hi, 2, w00, w01, w10, w11),
+                _mix(top, bottom, x_lo, x_hi, 3, w00, w01, w10, w11),
+                _mix(top, bottom, x_lo, x_hi, 4, w00, w01, w10, w11),
             )
 
             # 1. two-scale tone
@@ -280,7 +302,7 @@ def _render_look(
             tr, tg, tb = pr - ir, pg - ig, pb - ib
             c_r, c_g, c_b = _tetrahedral(lut, ir, ig, ib, tr, tg, tb)
 
-            # 2b. locally affine lightness: L* = a * L*(content) + b, chromaticity as the
+            # 3. locally affine lightness: L* = a * L*(content) + b, chromaticity as the
             # LUT made it. With it, the LUT holds linear light: scale it to the target
             # luminance (beyond MAX_LIGHT_SCALE add grey, so near-black colours do not
             # turn into saturated noise), then encode as sRGB.
@@ -303,7 +325,7 @@ def _render_look(
                 c_g = _encode(root_srgb, c_g * scale + grey)
                 c_b = _encode(root_srgb, c_b * scale + grey)
 
-            # 3. face guard in YCbCr, relative to the original pixel
+            # 4. face guard in YCbCr, relative to the original pixel
             if m_face > 0.0:
                 cb0 = -0.168736 * r0 - 0.331264 * g0 + 0.5 * b0
                 cr0 = 0.5 * r0 - 0.418688 * g0 - 0.081312 * b0
@@ -338,43 +360,43 @@ def _render_look(
                 c_g += (gg - c_g) * m_face
                 c_b += (bg - c_b) * m_face
 
-            # 4. keep the original where the keep-mask says so
+            # 5. keep the original where the keep-mask says so
             if has_keep:
                 m_keep = keep_mask[y, x] / 255.0
                 c_r = r0 + (c_r - r0) * m_keep
                 c_g = g0 + (c_g - g0) * m_keep
                 c_b = b0 + (c_b - b0) * m_keep
 
-            # 5. vignette
+            # 6. vignette
             ddy, ddx = y - cy, x - cx
             falloff = 1.0 - vignette * (ddy * ddy + ddx * ddx) * inv_r2
 
-            look[y, x, 0] = c_r * falloff
-            look[y, x, 1] = c_g * falloff
-            look[y, x, 2] = c_b * falloff
-            look[y, x, 3] = 1.0 - (1.0 - face_grain) * m_face
+            look[y, x, 0] = _store(c_r * falloff)
+            look[y, x, 1] = _store(c_g * falloff)
+            look[y, x, 2] = _store(c_b * falloff)
+            look[y, x, 3] = _store(1.0 - (1.0 - face_grain) * m_face)
 
 
 @numba.njit(cache=True, parallel=True, fastmath=True)
 def _finish(
     look, grain, grain_curve, grain_chroma, grain_dy, grain_dx, knee, dither_seed, out
 ):  # fmt: skip
-    # Steps 6-7 at the output resolution: grain, roll-off, dither, quantise.
+    # Steps 7-8 at the output resolution: grain, roll-off, dither, quantise.
     H, W, _ = out.shape
     tmask = grain.shape[0] - 1
     for y in numba.prange(H):
         for x in range(W):
-            c_r, c_g, c_b = look[y, x, 0], look[y, x, 1], look[y, x, 2]
+            c_r, c_g, c_b = _load(look[y, x, 0]), _load(look[y, x, 1]), _load(look[y, x, 2])
 
-            # 6. grain, strength following the output luma
+            # 7. grain, strength following the output luma
             y_out = 0.299 * c_r + 0.587 * c_g + 0.114 * c_b
-            amount = _curve(grain_curve, y_out) * look[y, x, 3]
+            amount = _curve(grain_curve, y_out) * _load(look[y, x, 3])
             ty_, tx_ = (y + grain_dy) & tmask, (x + grain_dx) & tmask
             n_y = grain[ty_, tx_, 0] * amount
             n_cb = grain[ty_, tx_, 1] * amount * grain_chroma
             n_cr = grain[ty_, tx_, 2] * amount * grain_chroma
 
-            # 7. roll-off, dither, quantise
+            # 8. roll-off, dither, quantise
             d = _hash01(y, x, dither_seed) + _hash01(x, y, dither_seed + 1) - 1.0
             out[y, x, 0] = _quantise(c_r + n_y + 1.402 * n_cr, knee, d)
             out[y, x, 1] = _quantise(c_g + n_y - 0.344136 * n_cb - 0.714136 * n_cr, knee, d)
@@ -386,11 +408,10 @@ def render(
 ) -> np.ndarray:
     """Apply ``plan`` to ``content`` ((h, w, 3) uint8) -> (H, W, 3) uint8.
 
-    output_size: (W, H), default the content's size. Steps 1-5 run at the content's own
+    output_size: (W, H), default the content's size. Steps 1-6 run at the content's own
     resolution (the masks in ``plan`` are at that size); the result is then resized
-    (Lanczos when enlarging: a colour map applied before enlarging blends no colours
-    the content does not have, and costs a fraction of the pixels), and grain and dither
-    are added at the output resolution.
+    (Lanczos when enlarging, area when shrinking), and grain and dither are added at the
+    output resolution.
     """
     h, w = content.shape[:2]
     width, height = output_size if output_size is not None else (w, h)
@@ -405,7 +426,7 @@ def render(
             cv2.resize(m.astype(np.float32), grid, interpolation=cv2.INTER_LINEAR)
             for m in (light.slope, light.offset, light.local_mean)
         ]
-    look = np.empty((h, w, 4), np.float32)
+    look = np.empty((h, w, 4), np.uint16)
     out = np.empty((height, width, 3), np.uint8)
     with _render_lock:
         _render_look(

@@ -1,0 +1,184 @@
+"""The classic engine's locally affine lightness (lightness.py) and the renderer's use of it:
+the maps follow a target where it is locally affine, never reverse contrast, keep the
+target's distribution, and the rendered L* is what the maps say."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from photoremix.engines import RemixRequest, get_engine
+from photoremix.engines.classic import colour, lightness, tone, vignette
+from photoremix.engines.classic import engine as engine_module
+from photoremix.engines.classic.render import GRAIN_TEMPLATE_SIZE, RenderPlan, render
+from photoremix.evaluation.metrics import structure_score
+
+
+def lightness_field(seed: int, shape: tuple[int, int] = (120, 160)) -> np.ndarray:
+    """A smooth random L* field in about 10..90 with fine texture, (h, w) float32."""
+    rng = np.random.default_rng(seed)
+    coarse = cv2.resize(
+        rng.uniform(10, 90, (6, 8)).astype(np.float32), shape[::-1], interpolation=cv2.INTER_CUBIC
+    )
+    return np.clip(coarse + rng.normal(0, 2, shape).astype(np.float32), 0, 100)
+
+
+def colour_image(seed: int, shape: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """A smooth random colour field with texture, (h, w, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    coarse = cv2.resize(
+        rng.uniform(30, 225, (5, 6, 3)).astype(np.float32),
+        shape[::-1],
+        interpolation=cv2.INTER_CUBIC,
+    )
+    return np.clip(coarse + rng.normal(0, 6, coarse.shape), 0, 255).astype(np.uint8)
+
+
+def plan_for(shape: tuple[int, int], lut: colour.Lut | None = None, **changes) -> RenderPlan:
+    """A plan that changes nothing but what ``changes`` set (grain off, tiny dither)."""
+    lut = lut or colour.identity_lut()
+    plan = RenderPlan(
+        shaper=lut.shaper, lut=lut.values,
+        coef_a=np.ones((8, 8), np.float32), coef_b=np.zeros((8, 8), np.float32),
+        base_curve=tone.identity_tone().base_curve, detail_gain=1.0, face_detail_gain=1.0,
+        face_mask=np.zeros((1, 1), np.uint8), keep_mask=np.full((1, 1), 255, np.uint8),
+        guard_hue=np.deg2rad(3.0), guard_chroma=0.08, guard_gain=0.08, vignette=0.0,
+        grain=np.zeros((GRAIN_TEMPLATE_SIZE, GRAIN_TEMPLATE_SIZE, 3), np.float32),
+        grain_curve=np.zeros(16, np.float32), face_grain=0.3, grain_chroma=0.0,
+        grain_offset=(0, 0), knee=0.999, dither_seed=1,
+    )  # fmt: skip
+    return dataclasses.replace(plan, **changes)
+
+
+def lstar(image: np.ndarray) -> np.ndarray:
+    return colour.rgb_to_lab(image.astype(np.float32) / 255)[..., 0]
+
+
+def test_maps_reproduce_a_locally_affine_target():
+    content = lightness_field(0)
+    yy, xx = np.mgrid[0 : content.shape[0], 0 : content.shape[1]].astype(np.float32)
+    slope = 0.6 + 0.8 * xx / xx.max()  # contrast rises from left to right
+    offset = 20 * yy / yy.max()
+    target = slope * content + offset
+    maps = lightness.fit_lightness(content, target)
+    fitted = maps.slope * content + maps.offset
+    inner = (slice(10, -10), slice(10, -10))
+    assert np.abs(fitted - target)[inner].mean() < 1.0  # L* units
+    # a plain global curve is not locally affine everywhere, but close to it at this scale
+    curved = 100 * (content / 100) ** 0.6
+    curved_fit = lightness.fit_lightness(content, curved)
+    assert np.abs(curved_fit.slope * content + curved_fit.offset - curved)[inner].mean() < 1.5
+
+
+def test_maps_never_reverse_or_flatten_contrast():
+    content = lightness_field(1)
+    maps = lightness.fit_lightness(content, 100 - content)  # an inverting look
+    assert maps.slope.min() >= lightness.MIN_SLOPE - 1e-6
+    assert maps.slope.max() <= lightness.MAX_SLOPE + 1e-6
+    # where the content is flat, the slope is the prior (its own contrast), not noise
+    flat = np.full((60, 80), 40, np.float32)
+    flat_maps = lightness.fit_lightness(flat, flat + 7)
+    np.testing.assert_allclose(flat_maps.slope, lightness.PRIOR_SLOPE, atol=1e-3)
+    np.testing.assert_allclose(flat_maps.slope * flat + flat_maps.offset, 47, atol=0.05)
+
+
+def test_maps_keep_the_distribution_asked_for():
+    content = lightness_field(2)
+    # a steep S-curve: the regression alone flattens the spread within each window
+    target = 50 + 50 * np.tanh((content - 50) / 12)
+    fitted_plain = lightness.fit_lightness(content, target, target)
+    levels = np.linspace(0.05, 0.95, 19)
+
+    def quantile_error(maps: lightness.LightnessMaps) -> float:
+        fitted = maps.slope * content + maps.offset
+        return float(np.abs(np.quantile(fitted, levels) - np.quantile(target, levels)).mean())
+
+    original = lightness.HISTOGRAM_ITERATIONS
+    try:
+        lightness.HISTOGRAM_ITERATIONS = 0
+        without_step = lightness.fit_lightness(content, target, target)
+    finally:
+        lightness.HISTOGRAM_ITERATIONS = original
+    assert quantile_error(fitted_plain) < quantile_error(without_step)
+    # and a different distribution can be asked for: darker overall
+    darker = lightness.fit_lightness(content, target, target - 10)
+    assert (darker.slope * content + darker.offset).mean() < target.mean() - 5
+
+
+def test_render_sets_lstar_from_the_maps_and_keeps_the_hue():
+    image = colour_image(3)
+    h, w = image.shape[:2]
+    maps = lightness.LightnessMaps(
+        slope=np.full((8, 8), 0.5, np.float32),
+        offset=np.full((8, 8), 30.0, np.float32),
+        local_mean=np.full((8, 8), 50.0, np.float32),
+    )
+    out = render(image, plan_for((h, w), lightness=maps))
+    before, after = colour.rgb_to_lab(image / 255.0), colour.rgb_to_lab(out / 255.0)
+    expected = 0.5 * before[..., 0] + 30
+    assert np.abs(after[..., 0] - expected).mean() < 0.6
+    # chromaticity kept: the hue angle of saturated pixels barely moves
+    chroma = np.hypot(before[..., 1], before[..., 2])
+    hue_before = np.arctan2(before[..., 2], before[..., 1])
+    hue_after = np.arctan2(after[..., 2], after[..., 1])
+    turn = np.angle(np.exp(1j * (hue_after - hue_before)))[chroma > 15]
+    assert np.abs(turn).mean() < np.deg2rad(4)
+
+
+def test_render_enlarges_after_the_look():
+    image = colour_image(4, (60, 80))
+    out = render(image, plan_for(image.shape[:2]), output_size=(240, 180))
+    assert out.shape == (180, 240, 3)
+    enlarged = cv2.resize(image, (240, 180), interpolation=cv2.INTER_LANCZOS4)
+    assert np.abs(out.astype(int) - enlarged).mean() < 0.7  # only dither differs
+
+
+def test_face_guard_limits_hue_rotation():
+    image = colour_image(5)
+    lut = colour.identity_lut()
+    swapped = lut.with_values(lut.nodes[..., ::-1].copy())  # red <-> blue: hues turn a lot
+    face = np.full(image.shape[:2], 255, np.uint8)
+    plan = plan_for(image.shape[:2], swapped, face_mask=face)
+    out = render(image, plan)
+
+    def cbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r, g, b = np.moveaxis(rgb.astype(np.float64) / 255, -1, 0)
+        return -0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b
+
+    cb0, cr0 = cbcr(image)
+    cb1, cr1 = cbcr(out)
+    saturated = np.hypot(cb0, cr0) > 0.08
+    turn = np.angle(np.exp(1j * (np.arctan2(cr1, cb1) - np.arctan2(cr0, cb0))))[saturated]
+    unguarded = render(image, plan_for(image.shape[:2], swapped))
+    cb2, cr2 = cbcr(unguarded)
+    free_turn = np.angle(np.exp(1j * (np.arctan2(cr2, cb2) - np.arctan2(cr0, cb0))))[saturated]
+    assert np.abs(free_turn).max() > 10 * plan.guard_hue
+    # 8-bit quantisation, and channels clipped at the gamut's edge, add a little
+    assert np.percentile(np.abs(turn), 99) < plan.guard_hue + np.deg2rad(1.0)
+
+
+def test_vignette_falloff_matches_the_renderer():
+    grey = np.full((90, 120, 3), 180, np.uint8)
+    out = render(grey, plan_for(grey.shape[:2], vignette=0.3)).astype(np.float64) / 255
+    falloff = vignette.falloff(grey.shape[:2], 0.3)
+    assert falloff[45, 60] == pytest.approx(1.0, abs=0.01)
+    assert falloff[0, 0] == pytest.approx(0.7, abs=1e-6)
+    np.testing.assert_allclose(out[..., 0], 180 / 255 * falloff, atol=1.5 / 255)
+
+
+def test_lightness_step_keeps_the_content_structure(astronaut, monkeypatch):
+    from skimage import data
+
+    engine = get_engine("classic")
+    request = RemixRequest(
+        content=astronaut, reference=data.coffee(), output_size=(512, 512), faces=()
+    )
+    [with_maps] = engine.remix(request)
+    monkeypatch.setattr(engine_module, "_with_lightness", lambda plan, small: plan)
+    [without] = engine.remix(request)
+    assert structure_score(astronaut, with_maps.image) > structure_score(astronaut, without.image)
+    # and the look is still transferred: the output is far from the content
+    assert np.abs(lstar(with_maps.image) - lstar(astronaut)).mean() > 3
