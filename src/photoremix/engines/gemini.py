@@ -59,6 +59,7 @@ from photoremix.engines.prompting import (
     ROLE_CONTENT,
     ROLE_IDENTITY,
     ROLE_REFERENCE,
+    face_treatment,
     remix_instruction,
     strength_note,
 )
@@ -328,7 +329,7 @@ class GeminiEngine:
             "identity_photos": [identity.name for identity in sent_identities],
             "identity_protection": round(float(request.identity_protection), 3),
             "style_strength": request.style_strength,
-            "faces": _face_treatment(len(faces), sent_identities, request.identity_protection),
+            "faces": face_treatment(len(faces), sent_identities, request.identity_protection),
         }
         if left_out:
             applied_shared["identity_photos_left_out"] = left_out
@@ -567,19 +568,6 @@ def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Excepti
         timeouts.append(module.TimeoutException)
         connections += [module.NetworkError, module.RemoteProtocolError]
     return tuple(timeouts), tuple(connections)
-
-
-def _face_treatment(
-    face_count: int, identities: Sequence[IdentityImage], identity_protection: float
-) -> str:
-    if face_count == 0 and not identities:
-        return "no faces found in the content photo; the prompt still asks to keep people"
-    said = f"asked the model to keep the {face_count} detected faces recognisable"
-    if identities:
-        said += f", with identity photos of {len(identities)} recognised people"
-    if identity_protection > 0:
-        said += f", with stricter face wording (protection {identity_protection:.2f})"
-    return said
 
 
 def _fit_description(returned: tuple[int, int], size: tuple[int, int]) -> str:

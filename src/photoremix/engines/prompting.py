@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from photoremix.engines.base import IdentityImage
+
 ROLE_CONTENT: Final = "content"
 ROLE_REFERENCE: Final = "reference"
 ROLE_IDENTITY: Final = "identity"
@@ -143,3 +145,17 @@ def strength_note(style_strength: float | None) -> str:
     if style_strength > 0.8:
         return "Apply the reference's look fully."
     return "Apply the reference's look at moderate strength."
+
+
+def face_treatment(
+    face_count: int, identities: Sequence[IdentityImage], identity_protection: float
+) -> str:
+    """What an engine did for the faces, for its report's ``applied["faces"]``."""
+    if face_count == 0 and not identities:
+        return "no faces found in the content photo; the prompt still asks to keep people"
+    said = f"asked the model to keep the {face_count} detected faces recognisable"
+    if identities:
+        said += f", with identity photos of {len(identities)} recognised people"
+    if identity_protection > 0:
+        said += f", with stricter face wording (protection {identity_protection:.2f})"
+    return said

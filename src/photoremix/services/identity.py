@@ -103,6 +103,14 @@ def known_faces(content: np.ndarray, faces: Sequence[Face]) -> InputIdentity:
     )
 
 
+def mentioned_profiles(profile_ids: Sequence[str], prompt: str | None) -> list[str]:
+    """``profile_ids`` plus every ``[[profile_id]]`` in ``prompt``, merged, first mention first."""
+    mentioned = list(profile_ids)
+    if prompt:
+        mentioned += [match.strip() for match in _PROFILE_MENTION.findall(prompt)]
+    return list(dict.fromkeys(mentioned))
+
+
 def engine_prompt(prompt: str | None, identity: InputIdentity) -> str | None:
     """The prompt with each ``[[profile_id]]`` replaced by a neutral name for that person."""
     if not prompt:

@@ -70,7 +70,6 @@ API_PREFIX = "/v1/phota"
 JOB_PATH = API_PREFIX + "/jobs/{job_id}"
 FILE_PATH = API_PREFIX + "/files/{key}"
 _URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-_PROFILE_MENTION = re.compile(r"\[\[([^\[\]]+)\]\]")
 
 
 # --- errors: each carries the HTTP status and a machine code ---------------------------
@@ -775,11 +774,7 @@ class RemixService:
 
 
 def _mentioned_profiles(submission: RemixSubmission) -> list[str]:
-    """``profile_ids`` plus every ``[[profile_id]]`` in the prompt, first mention first."""
-    mentioned = list(submission.profile_ids)
-    if submission.prompt:
-        mentioned += [m.strip() for m in _PROFILE_MENTION.findall(submission.prompt)]
-    return list(dict.fromkeys(mentioned))
+    return identity.mentioned_profiles(submission.profile_ids, submission.prompt)
 
 
 def _random_seed() -> int:
