@@ -228,6 +228,23 @@ def test_srgb_profile_leaves_pixels_alone() -> None:
     assert np.abs(decoded.astype(int) - ASTRONAUT).max() <= 1
 
 
+def test_srgb_profile_from_another_process_is_not_converted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The sRGB profile our outputs embed carries its creation time in the header (bytes
+    # 24-35), so a client's copy made another second differs byte for byte from ours; it
+    # must still be recognised as sRGB and the ~100 ms conversion skipped.
+    srgb = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    srgb[24:36] = bytes([0x07, 0xE0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5])  # 2016-01-02 03:04:05
+    data_bytes = encoded(ASTRONAUT, "PNG", icc_profile=bytes(srgb))
+
+    def no_conversion(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an sRGB image was colour-converted")
+
+    monkeypatch.setattr(ImageCms, "profileToProfile", no_conversion)
+    np.testing.assert_array_equal(decode_image(data_bytes), ASTRONAUT)
+
+
 def test_broken_icc_profile_is_ignored() -> None:
     data_bytes = encoded(ASTRONAUT, "PNG", icc_profile=b"this is not an ICC profile" * 8)
     assert Image.open(io.BytesIO(data_bytes)).info.get("icc_profile")  # it was stored
