@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from photoremix.api.json_codec import FastJSONResponse
 from photoremix.services.remix import Busy, ServiceError
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = {"detail": detail, "code": code, "request_id": request_id_of(request)}
-    return JSONResponse(body, status_code=status_code, headers=headers)
+    return FastJSONResponse(body, status_code=status_code, headers=headers)
 
 
 # FastAPI's answer when the body cannot even be decoded as text (e.g. not UTF-8).

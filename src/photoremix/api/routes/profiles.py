@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from photoremix.api.deps import AccountDep
+from photoremix.api.json_codec import FastJSONRoute
 from photoremix.api.schemas import (
     AddProfileBody,
     AddProfileResponse,
@@ -22,7 +23,7 @@ from photoremix.api.schemas import (
 )
 from photoremix.services.profiles import ProfileFieldError, ProfileService
 
-router = APIRouter(prefix="/v1/phota/profiles", tags=["Profiles"])
+router = APIRouter(prefix="/v1/phota/profiles", tags=["Profiles"], route_class=FastJSONRoute)
 
 
 def get_profiles(request: Request) -> ProfileService:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from photoremix.api.deps import AccountDep, ServiceDep
+from photoremix.api.json_codec import FastJSONResponse, FastJSONRoute
 from photoremix.api.schemas import ErrorBody, JobDocument, JobHandle, RemixBody, RemixResponse
 from photoremix.services.remix import Accepted, Pending, RemixSubmission, Replayed
 
-router = APIRouter(prefix="/v1/phota", tags=["Studio"])
+router = APIRouter(prefix="/v1/phota", tags=["Studio"], route_class=FastJSONRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
@@ -64,14 +64,14 @@ def remix(body: RemixBody, request: Request, account: AccountDep, service: Servi
     base_url = service.settings.public_url or str(request.base_url)
     outcome = service.submit(account, submission, base_url)
     if isinstance(outcome, Accepted):
-        return JSONResponse(
+        return FastJSONResponse(
             {"job_id": outcome.job_id, "poll_url": outcome.poll_url}, status_code=202
         )
     if isinstance(outcome, Replayed):
-        return JSONResponse(outcome.response)
+        return FastJSONResponse(outcome.response)
     assert isinstance(outcome, Pending)
     # Built by the service from plain types: skip a second validation of megabytes of base64.
-    return JSONResponse(service.wait(outcome))
+    return FastJSONResponse(service.wait(outcome))
 
 
 @router.get(
@@ -85,4 +85,4 @@ def get_job(job_id: str, account: AccountDep, service: ServiceDep) -> Any:
 
     Download URLs are signed afresh on every poll (valid 24 h) while the outputs are kept.
     """
-    return JSONResponse(service.job_document(account.id, job_id))
+    return FastJSONResponse(service.job_document(account.id, job_id))
