@@ -31,7 +31,9 @@ def transition(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    row = session.get(table, row_id)
+    # Only an instance this session already holds needs refreshing; loading one would
+    # cost a SELECT for nothing.
+    row = session.identity_map.get(session.identity_key(table, row_id))
     if row is not None:
         session.refresh(row)
     return result.rowcount == 1  # type: ignore[attr-defined, no-any-return]

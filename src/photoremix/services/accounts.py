@@ -222,37 +222,42 @@ def _move_balance(
 
     Callers that take money out guard against overdraft themselves (billing.reserve).
     """
-    result = session.execute(
+    balance = session.execute(
         update(Account)
         .where(Account.id == account_id)
         .values(balance=Account.balance + amount)
+        .returning(Account.balance)
         .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    ).scalar_one_or_none()
+    if balance is None:
         raise UnknownAccount(f"no account with id {account_id!r}")
-    return _record(session, account_id, amount, kind, note, reference, closes_reservation_id)
+    return _record(
+        session, account_id, amount, balance, kind, note, reference, closes_reservation_id
+    )
 
 
 def _record(
     session: Session,
     account_id: str,
     amount: Decimal,
+    balance_after: Decimal,
     kind: str,
     note: str,
     reference: str | None,
     closes_reservation_id: int | None,
 ) -> LedgerEntry:
-    """Write the ledger row for a balance change already applied in this transaction."""
-    # Read the balance the UPDATE produced; a loaded Account object still holds the old one.
-    balance = session.scalar(select(Account.balance).where(Account.id == account_id))
-    account = session.get(Account, account_id)
+    """Write the ledger row for a balance change already applied in this transaction
+    (``balance_after``: the balance the UPDATE produced, from its RETURNING clause)."""
+    # An Account object this session already holds still has the old balance. Looked up
+    # in the identity map only: loading one here would cost a SELECT for nothing.
+    account = session.identity_map.get(session.identity_key(Account, account_id))
     if account is not None:
         session.expire(account, ["balance"])  # reloaded on next access
     entry = LedgerEntry(
         account_id=account_id,
         kind=kind,
         amount=amount,
-        balance_after=balance,
+        balance_after=balance_after,
         reference=reference,
         note=note,
         closes_reservation_id=closes_reservation_id,

@@ -117,19 +117,21 @@ def reserve(
     money, so concurrent reservations cannot overdraw on SQLite or PostgreSQL.
     """
     held = parse_money(amount)
-    result = session.execute(
+    balance_after = session.execute(
         update(Account)
         .where(Account.id == account_id, Account.balance >= held)
         .values(balance=Account.balance - held)
+        .returning(Account.balance)
         .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    ).scalar_one_or_none()
+    if balance_after is None:
         balance = get_account(session, account_id).balance  # raises UnknownAccount
         raise InsufficientBalance(balance=balance, required=held)
     entry = _record(
         session,
         account_id,
         -held,
+        balance_after,
         "reserve",
         note="",
         reference=reference,

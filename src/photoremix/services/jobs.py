@@ -105,10 +105,11 @@ def succeed(
     Returns the charge, or None when the job had already been finished by someone else
     (its timeout, a restart): then nothing is charged and the caller discards its work.
     """
-    job = session.get(Job, job_id)
-    if job is None:
+    money = _money_of(session, job_id)
+    if money is None:
         return None
-    charge = _prices(job).charge(outputs, recognised)
+    prices, reservation_id = money
+    charge = prices.charge(outputs, recognised)
     if not _move(
         session,
         job_id,
@@ -119,7 +120,7 @@ def succeed(
         finished_at=utcnow(),
     ):
         return None
-    billing.settle(session, _reservation(session, job), charge)
+    billing.settle(session, billing.load_reservation(session, reservation_id), charge)
     return charge
 
 
@@ -128,8 +129,8 @@ def fail(session: Session, job_id: str, failure: JobFailure) -> bool:
 
     False when the job had already finished (then its money was already settled).
     """
-    job = session.get(Job, job_id)
-    if job is None:
+    money = _money_of(session, job_id)
+    if money is None:
         return False
     if not _move(
         session,
@@ -141,7 +142,8 @@ def fail(session: Session, job_id: str, failure: JobFailure) -> bool:
         finished_at=utcnow(),
     ):
         return False
-    billing.refund(session, _reservation(session, job), note=f"job {job_id} failed: {failure.code}")
+    reservation = billing.load_reservation(session, money[1])
+    billing.refund(session, reservation, note=f"job {job_id} failed: {failure.code}")
     return True
 
 
@@ -163,12 +165,21 @@ def _move(session: Session, job_id: str, from_statuses: Sequence[str], **values:
     return transition(session, Job, job_id, from_statuses, **values)
 
 
-def _reservation(session: Session, job: Job) -> billing.Reservation:
-    return billing.load_reservation(session, job.reservation_id)
+def _money_of(session: Session, job_id: str) -> tuple[billing.Prices, int | None] | None:
+    """The job's prices and reservation row id; None for an unknown job.
 
-
-def _prices(job: Job) -> billing.Prices:
+    Two columns, not the Job object: loading it would also make ``transition`` refresh it
+    (one more SELECT of the whole row) on the hot path of every remix.
+    """
+    row = session.execute(
+        select(Job.params, Job.reservation_id).where(Job.id == job_id)
+    ).one_or_none()
+    if row is None:
+        return None
     # Prices are fixed when the job is accepted, so a price change while it runs (or across
     # a restart) cannot charge more than was reserved.
-    prices = job.params["prices"]
-    return billing.Prices(Decimal(prices["per_output"]), Decimal(prices["per_recognised_output"]))
+    prices = row.params["prices"]
+    return (
+        billing.Prices(Decimal(prices["per_output"]), Decimal(prices["per_recognised_output"])),
+        row.reservation_id,
+    )
