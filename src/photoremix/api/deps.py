@@ -20,7 +20,8 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_service(request: Request) -> RemixService:
+async def get_service(request: Request) -> RemixService:
+    # async: FastAPI would run a plain function in its thread pool, a hand-off per request.
     return request.app.state.service  # type: ignore[no-any-return]
 
 

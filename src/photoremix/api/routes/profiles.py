@@ -26,7 +26,8 @@ from photoremix.services.profiles import ProfileFieldError, ProfileService
 router = APIRouter(prefix="/v1/phota/profiles", tags=["Profiles"], route_class=FastJSONRoute)
 
 
-def get_profiles(request: Request) -> ProfileService:
+async def get_profiles(request: Request) -> ProfileService:
+    # async: FastAPI would run a plain function in its thread pool, a hand-off per request.
     return request.app.state.profiles  # type: ignore[no-any-return]
 
 
