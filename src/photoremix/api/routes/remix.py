@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 
 from photoremix.api.deps import AccountDep, ServiceDep
 from photoremix.api.json_codec import FastJSONResponse, FastJSONRoute
 from photoremix.api.schemas import ErrorBody, JobDocument, JobHandle, RemixBody, RemixResponse
-from photoremix.services.remix import Accepted, Pending, RemixSubmission, Replayed
+from photoremix.services.remix import (
+    Accepted,
+    Pending,
+    RemixService,
+    RemixSubmission,
+    Replayed,
+)
 
 router = APIRouter(prefix="/v1/phota", tags=["Studio"], route_class=FastJSONRoute)
 
@@ -40,7 +49,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     },
     summary="Restyle a photo to match a reference image",
 )
-def remix(body: RemixBody, request: Request, account: AccountDep, service: ServiceDep) -> Any:
+async def remix(body: RemixBody, request: Request, account: AccountDep, service: ServiceDep) -> Any:
     """Content from `input_image`, look from `reference_image`, people kept recognisable.
 
     The output is 2K (the input's aspect ratio, about 4.2 megapixels). Billed per output:
@@ -62,7 +71,8 @@ def remix(body: RemixBody, request: Request, account: AccountDep, service: Servi
         engine=body.engine,
     )
     base_url = service.settings.public_url or str(request.base_url)
-    outcome = service.submit(account, submission, base_url)
+    # Validation, decoding and the database work block: off the event loop.
+    outcome = await run_in_threadpool(service.submit, account, submission, base_url)
     if isinstance(outcome, Accepted):
         return FastJSONResponse(
             {"job_id": outcome.job_id, "poll_url": outcome.poll_url}, status_code=202
@@ -71,7 +81,26 @@ def remix(body: RemixBody, request: Request, account: AccountDep, service: Servi
         return FastJSONResponse(outcome.response)
     assert isinstance(outcome, Pending)
     # Built by the service from plain types: skip a second validation of megabytes of base64.
-    return FastJSONResponse(service.wait(outcome))
+    return FastJSONResponse(await _result(service, outcome))
+
+
+async def _result(service: RemixService, pending: Pending) -> dict[str, Any]:
+    """The sync response, awaited on the event loop rather than in a blocked thread (a
+    thread per waiting request would cap concurrent requests at the thread pool's size).
+
+    At the deadline, ``RemixService.wait`` decides: it fails and refunds the job, or takes
+    the result that arrived in the same instant.
+    """
+    job = asyncio.wrap_future(pending.future)
+    try:
+        # shield: a timeout here must not cancel the job; RemixService.wait settles it.
+        return await asyncio.wait_for(
+            asyncio.shield(job), timeout=max(0.0, pending.deadline - time.monotonic())
+        )
+    except TimeoutError:
+        # The job's own outcome, if it still comes, is settled by ``wait``: mark it seen.
+        job.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await run_in_threadpool(service.wait, pending)
 
 
 @router.get(
