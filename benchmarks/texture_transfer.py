@@ -1,15 +1,15 @@
-"""The classic engine with the texture-transfer stage, measured on the evaluation photos.
+"""The classic engine's texture-transfer stage, before and after, on the evaluation photos.
 
     python benchmarks/texture_transfer.py [--tags portrait-art,photo-photo] [--out DIR]
         [--no-baseline] [--seed 0]
 
-Until the stage is wired into ``ClassicEngine``, a wrapper engine runs ClassicEngine and
-then ``texture.transfer_texture`` on each output, with the strength from
-``artistic.artistic_strength(reference)`` (times ``style_strength`` when given) and the
-faces masked by ``texture.face_protection_mask``. Both it and the plain classic engine
-(the baseline) go through ``evaluation.harness.run_evaluation``, so times are whole
-remix calls per 2K variation. Prints the harness tables, the stage's strength per
-reference, and writes results CSVs and contact sheets to --out.
+Runs ``ClassicEngine(texture=False)`` (the baseline: colour and tone only) and
+``ClassicEngine()`` (with the stage, as served) through
+``evaluation.harness.run_evaluation``, so times are whole remix calls per 2K variation.
+Prints the harness tables, then per case the stage's strength (``applied["texture"]``)
+and texture / structure without and with it, and writes results CSVs and contact sheets
+to --out/<engine>/. For photo references the stage is off, so both runs must score the
+same; the per-case report flags a case where they do not.
 
 The photos come from --root (default $PHOTOREMIX_PHOTOS_DIR, else ../shared/data/photos
 beside the repository). Outputs made from them must never be committed or published:
@@ -22,7 +22,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -30,7 +29,6 @@ from rich.console import Console
 from photoremix.engines.base import ProgressCallback, RemixOutput, RemixRequest
 from photoremix.engines.classic import ClassicEngine
 from photoremix.engines.classic.artistic import artistic_strength
-from photoremix.engines.classic.texture import face_protection_mask, transfer_texture, warm_up
 from photoremix.evaluation.harness import (
     Evaluation,
     EvaluationError,
@@ -42,45 +40,22 @@ from photoremix.evaluation.harness import (
     write_csv,
 )
 from photoremix.imaging import decode_image
-from photoremix.vision.faces import detect_faces
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-class TexturedClassicEngine:
-    """ClassicEngine followed by the texture-transfer stage on every output."""
+class Baseline:
+    """``ClassicEngine(texture=False)`` under its own name, for the tables."""
 
-    name = "classic+texture"
+    name = "classic-no-texture"
 
     def __init__(self) -> None:
-        self.classic = ClassicEngine()
-        warm_up()  # the harness's own warm-up pair is a photo: the stage would stay off
+        self.engine = ClassicEngine(texture=False)
 
     def remix(
         self, request: RemixRequest, progress: ProgressCallback | None = None
     ) -> list[RemixOutput]:
-        outputs = self.classic.remix(request, progress)
-        started = time.perf_counter()
-        strength = artistic_strength(request.reference)
-        if request.style_strength is not None:
-            strength *= request.style_strength
-        if strength <= 0:
-            return outputs
-        faces = request.faces if request.faces is not None else detect_faces(request.content)
-        mask = face_protection_mask(faces, request.content.shape, request.output_size)
-        shared = time.perf_counter() - started
-        for output in outputs:
-            start = time.perf_counter()
-            output.image = transfer_texture(
-                output.image,
-                request.reference,
-                strength=strength,
-                face_mask=mask,
-                seed=output.report.seed,
-            )
-            output.report.applied["texture_strength"] = round(strength, 3)
-            output.report.timings["texture"] = time.perf_counter() - start + shared
-        return outputs
+        return self.engine.remix(request, progress)
 
 
 def default_root() -> Path:
@@ -105,9 +80,21 @@ def _print_stage_report(
         structure = (
             f"{was.structure:.3f} -> {after.structure:.3f}" if was else f"{after.structure:.3f}"
         )
+        flag = ""
+        if (
+            was
+            and strengths[reference] == 0
+            and (was.style, was.texture, was.structure)
+            != (
+                after.style,
+                after.texture,
+                after.structure,
+            )
+        ):
+            flag = "  [red]stage off but the output changed[/red]"
         console.print(
             f"  {run.case.tag:14s} {run.case.content:44s} {reference:38s} "
-            f"{strengths[reference]:.2f} | {texture}, {structure}"
+            f"{strengths[reference]:.2f} | {texture}, {structure}{flag}"
         )
 
 
@@ -119,7 +106,9 @@ def main(arguments: list[str]) -> int:
         "--out", type=Path, default=Path(tempfile.gettempdir()) / "photoremix-texture"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-baseline", action="store_true", help="skip the plain classic run")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the classic-no-texture run"
+    )
     options = parser.parse_args(arguments)
     console = Console(width=150)
 
@@ -137,9 +126,9 @@ def main(arguments: list[str]) -> int:
         console.print(f"[red]{exc}[/red]")
         return 2
 
-    engine = TexturedClassicEngine()
+    engine = ClassicEngine()
     runs: list[tuple[str, Evaluation]] = []
-    engines = [engine] if options.no_baseline else [ClassicEngine(), engine]
+    engines = [engine] if options.no_baseline else [Baseline(), engine]
     for candidate in engines:
         console.print(f"running {candidate.name} on {len(cases)} cases ...")
         evaluation = run_evaluation(
@@ -154,14 +143,14 @@ def main(arguments: list[str]) -> int:
         )
         runs.append((candidate.name, evaluation))
         console.print(summary_table(evaluation, summarize(evaluation)))
-        folder = out / candidate.name.replace("+", "_")
+        folder = out / candidate.name
         folder.mkdir(exist_ok=True)
         write_csv(evaluation, folder / "results.csv")
         for path in write_contact_sheets(evaluation, folder):
             console.print(f"contact sheet: {path}")
 
     evaluations = dict(runs)
-    baseline = evaluations.get(ClassicEngine.name)
+    baseline = evaluations.get(Baseline.name)
     _print_stage_report(console, options.root, evaluations[engine.name], baseline)
     return 0
 

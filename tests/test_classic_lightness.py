@@ -13,7 +13,13 @@ import pytest
 from photoremix.engines import RemixRequest, get_engine
 from photoremix.engines.classic import colour, lightness, tone, vignette
 from photoremix.engines.classic import engine as engine_module
-from photoremix.engines.classic.render import GRAIN_TEMPLATE_SIZE, RenderPlan, render
+from photoremix.engines.classic.face_guard import to_ycbcr
+from photoremix.engines.classic.render import (
+    GRAIN_TEMPLATE_SIZE,
+    RenderPlan,
+    identity_face_maps,
+    render,
+)
 from photoremix.evaluation.metrics import structure_score
 
 
@@ -45,7 +51,7 @@ def plan_for(shape: tuple[int, int], lut: colour.Lut | None = None, **changes) -
         coef_a=np.ones((8, 8), np.float32), coef_b=np.zeros((8, 8), np.float32),
         base_curve=tone.identity_tone().base_curve, detail_gain=1.0, face_detail_gain=1.0,
         face_mask=np.zeros((1, 1), np.uint8), keep_mask=np.full((1, 1), 255, np.uint8),
-        guard_hue=np.deg2rad(3.0), guard_chroma=0.08, guard_gain=0.08, vignette=0.0,
+        face_maps=identity_face_maps(), vignette=0.0,
         grain=np.zeros((GRAIN_TEMPLATE_SIZE, GRAIN_TEMPLATE_SIZE, 3), np.float32),
         grain_curve=np.zeros(16, np.float32), face_grain=0.3, grain_chroma=0.0,
         grain_offset=(0, 0), knee=0.999, dither_seed=1,
@@ -136,28 +142,31 @@ def test_render_enlarges_after_the_look():
     assert np.abs(out.astype(int) - enlarged).mean() < 0.7  # only dither differs
 
 
-def test_face_guard_limits_hue_rotation():
+def test_face_guard_applies_the_faces_affine_map_whatever_the_lut():
     image = colour_image(5)
     lut = colour.identity_lut()
     swapped = lut.with_values(lut.nodes[..., ::-1].copy())  # red <-> blue: hues turn a lot
-    face = np.full(image.shape[:2], 255, np.uint8)
-    plan = plan_for(image.shape[:2], swapped, face_mask=face)
-    out = render(image, plan)
-
-    def cbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        r, g, b = np.moveaxis(rgb.astype(np.float64) / 255, -1, 0)
-        return -0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b
-
-    cb0, cr0 = cbcr(image)
-    cb1, cr1 = cbcr(out)
-    saturated = np.hypot(cb0, cr0) > 0.08
-    turn = np.angle(np.exp(1j * (np.arctan2(cr1, cb1) - np.arctan2(cr0, cb0))))[saturated]
+    face = np.zeros(image.shape[:2], np.uint8)
+    face[:, 64:] = 255  # the right half is "face"
     unguarded = render(image, plan_for(image.shape[:2], swapped))
-    cb2, cr2 = cbcr(unguarded)
-    free_turn = np.angle(np.exp(1j * (np.arctan2(cr2, cb2) - np.arctan2(cr0, cb0))))[saturated]
-    assert np.abs(free_turn).max() > 10 * plan.guard_hue
-    # 8-bit quantisation, and channels clipped at the gamut's edge, add a little
-    assert np.percentile(np.abs(turn), 99) < plan.guard_hue + np.deg2rad(1.0)
+    assert np.abs(unguarded[:, 64:].astype(int) - image[:, 64:]).mean() > 10
+
+    # The identity map: the face keeps its pixels (only the dither moves them).
+    kept = render(image, plan_for(image.shape[:2], swapped, face_mask=face))
+    assert np.abs(kept[:, 64:].astype(int) - image[:, 64:]).max() <= 1
+    np.testing.assert_array_equal(kept[:, :60], unguarded[:, :60])  # outside: the look
+
+    # A given map: Y' = 0.9 Y + 0.05, CbCr' = 0.8 CbCr + (0.03, -0.02), wherever the
+    # maps' grid puts it.
+    params = np.array([0.9, 0.05, 0.8, 0.03, -0.02], np.float32)
+    maps = np.broadcast_to(params, (5, 7, 5)).copy()
+    mapped = render(image, plan_for(image.shape[:2], swapped, face_mask=face, face_maps=maps))
+    before = to_ycbcr(image[:, 64:] / 255.0)
+    expected = np.stack(
+        [0.9 * before[..., 0] + 0.05, 0.8 * before[..., 1] + 0.03, 0.8 * before[..., 2] - 0.02],
+        axis=-1,
+    )
+    np.testing.assert_allclose(to_ycbcr(mapped[:, 64:] / 255.0), expected, atol=2.5 / 255)
 
 
 def test_vignette_falloff_matches_the_renderer():
@@ -177,7 +186,7 @@ def test_lightness_step_keeps_the_content_structure(astronaut, monkeypatch):
         content=astronaut, reference=data.coffee(), output_size=(512, 512), faces=()
     )
     [with_maps] = engine.remix(request)
-    monkeypatch.setattr(engine_module, "_with_lightness", lambda plan, small: plan)
+    monkeypatch.setattr(engine_module, "_with_lightness", lambda plan, *inputs: plan)
     [without] = engine.remix(request)
     assert structure_score(astronaut, with_maps.image) > structure_score(astronaut, without.image)
     # and the look is still transferred: the output is far from the content

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from photoremix.engines.classic import colour, grain, tone, vignette
-from photoremix.engines.classic.render import GRAIN_TEMPLATE_SIZE, RenderPlan, render
+from photoremix.engines.classic.render import (
+    GRAIN_TEMPLATE_SIZE,
+    RenderPlan,
+    identity_face_maps,
+    render,
+)
 
 
 def smooth_image(seed: int = 0, size: tuple[int, int] = (96, 128)) -> np.ndarray:
@@ -28,7 +33,7 @@ def identity_plan(shape: tuple[int, int], lut: colour.Lut | None = None) -> Rend
         coef_a=np.ones((8, 8), np.float32), coef_b=np.zeros((8, 8), np.float32),
         base_curve=tone.identity_tone().base_curve, detail_gain=1.0, face_detail_gain=1.0,
         face_mask=np.zeros((1, 1), np.uint8), keep_mask=np.full((1, 1), 255, np.uint8),
-        guard_hue=0.2, guard_chroma=0.25, guard_gain=0.25, vignette=0.0,
+        face_maps=identity_face_maps(), vignette=0.0,
         grain=np.zeros((GRAIN_TEMPLATE_SIZE, GRAIN_TEMPLATE_SIZE, 3), np.float32),
         grain_curve=np.zeros(16, np.float32), face_grain=0.3, grain_chroma=0.0, grain_offset=(0, 0),
         knee=0.999, dither_seed=1,

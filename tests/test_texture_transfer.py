@@ -1,6 +1,7 @@
 """The classic engine's texture-transfer stage: patch matching, aggregation, fusion, the
-"artistic reference" detector, and the stage end to end (engines/classic/texture.py,
-patchmatch.py, artistic.py).
+"artistic reference" detector, the stage end to end, and the stage inside
+``ClassicEngine.remix`` (engines/classic/texture.py, patchmatch.py, artistic.py,
+engine.py).
 
 Synthetic data only, plus skimage's astronaut and coffee and matplotlib's Grace Hopper
 (public domain). The synthetic "paintings" are made here: short thick strokes along a
@@ -19,10 +20,12 @@ from matplotlib import cbook
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from photoremix.engines.base import RemixRequest
+from photoremix.engines.base import RemixOutput, RemixRequest
 from photoremix.engines.classic import ClassicEngine
 from photoremix.engines.classic import texture as texture_module
 from photoremix.engines.classic.artistic import artistic_strength, texture_evidence
+from photoremix.engines.classic.directives import parse_directives
+from photoremix.engines.classic.engine import texture_strength
 from photoremix.engines.classic.patchmatch import (
     aggregate_patches,
     aggregation_window,
@@ -36,6 +39,7 @@ from photoremix.engines.classic.texture import (
     fusion_weights,
     transfer_texture,
 )
+from photoremix.engines.classic.variations import VARIATIONS
 from photoremix.evaluation.metrics import identity_scores, texture_ratio
 from photoremix.vision.faces import detect_faces
 
@@ -434,36 +438,6 @@ def test_keep_skin_spares_more_skin_around_the_face(painting: np.ndarray) -> Non
     assert change(True) < 0.7 * change(False)
 
 
-@pytest.mark.slow
-def test_portrait_remix_gets_the_paintings_texture_and_keeps_the_face() -> None:
-    portrait = grace_hopper()  # 512 x 600, public domain
-    reference = brush_painting(skimage.data.chelsea(), size=512, seed=3)
-    faces = detect_faces(portrait)
-    assert faces
-    size = (portrait.shape[1], portrait.shape[0])
-    classic = (
-        ClassicEngine()
-        .remix(RemixRequest(content=portrait, reference=reference, output_size=size, faces=faces))[
-            0
-        ]
-        .image
-    )
-    strength = artistic_strength(reference)
-    assert strength >= 0.8
-    mask = face_protection_mask(faces, portrait.shape, size)
-    out = transfer_texture(classic, reference, strength=strength, face_mask=mask, seed=0)
-
-    # Closer to the painting's texture than the colour/tone transfer alone ...
-    before = texture_ratio(classic, portrait, reference)
-    after = texture_ratio(out, portrait, reference)
-    assert after < before - 0.1, (before, after)
-    # ... and the face is the same person, as close to the input as without the stage.
-    identity = identity_scores(portrait, out, faces)[0]
-    assert identity.kept
-    assert identity.distance < 0.25
-    assert identity.distance <= identity_scores(portrait, classic, faces)[0].distance + 0.02
-
-
 def test_working_resolution_never_exceeds_the_content(
     monkeypatch: pytest.MonkeyPatch, painting: np.ndarray
 ) -> None:
@@ -479,3 +453,173 @@ def test_working_resolution_never_exceeds_the_content(
     out = transfer_texture(small, painting, strength=1.0, synthesis_long_side=640)
     assert out.shape == small.shape
     assert seen == [(160, 240, 3)]
+
+
+# --- the stage inside ClassicEngine.remix ------------------------------------------------
+
+# Small renders keep the engine tests fast: the working resolution is never above the
+# output's (the content is 384 px, the stage synthesises at 384 px).
+E2E_SIZE = (384, 384)
+
+
+@pytest.fixture(scope="module")
+def portrait() -> np.ndarray:
+    """skimage's astronaut (Eileen Collins, NASA, public domain) at 384 x 384."""
+    return cv2.resize(skimage.data.astronaut(), E2E_SIZE, interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def portrait_faces(portrait: np.ndarray) -> tuple:
+    # The raw detector also finds the badge on her suit; her face is the top-most box.
+    face = min(detect_faces(portrait), key=lambda found: found.box[1])
+    assert face.box[3] < E2E_SIZE[1] / 2
+    return (face,)
+
+
+@pytest.fixture(scope="module")
+def painterly() -> np.ndarray:
+    """A synthetic painting: skimage's cat as short strokes on canvas."""
+    return brush_painting(skimage.data.chelsea(), size=384, seed=3)
+
+
+def engine_remix(
+    content: np.ndarray,
+    reference: np.ndarray,
+    faces: tuple,
+    texture: bool = True,
+    **fields: object,
+) -> RemixOutput:
+    request = RemixRequest(
+        content=content, reference=reference, output_size=E2E_SIZE, faces=faces, **fields
+    )
+    [output] = ClassicEngine(texture=texture).remix(request)  # type: ignore[arg-type]
+    return output
+
+
+@pytest.fixture(scope="module")
+def painted(portrait: np.ndarray, portrait_faces: tuple, painterly: np.ndarray) -> RemixOutput:
+    return engine_remix(portrait, painterly, portrait_faces, seed=5)
+
+
+@pytest.fixture(scope="module")
+def unpainted(portrait: np.ndarray, portrait_faces: tuple, painterly: np.ndarray) -> RemixOutput:
+    return engine_remix(portrait, painterly, portrait_faces, texture=False, seed=5)
+
+
+def test_remix_with_a_painting_gets_its_texture_and_keeps_the_face(
+    portrait: np.ndarray,
+    portrait_faces: tuple,
+    painterly: np.ndarray,
+    painted: RemixOutput,
+    unpainted: RemixOutput,
+) -> None:
+    assert artistic_strength(painterly) >= 0.8
+    applied = painted.report.applied["texture"]
+    assert applied["strength"] == pytest.approx(applied["artistic"], abs=1e-3)
+    assert painted.report.timings["texture"] > 0
+    assert unpainted.report.applied["texture"] == "off: texture stage disabled"
+    # The stage's marks take the output towards the painting's texture statistics ...
+    with_stage = texture_ratio(painted.image, portrait, painterly)
+    without_stage = texture_ratio(unpainted.image, portrait, painterly)
+    assert with_stage < without_stage - 0.1, (with_stage, without_stage)
+    # ... and so does asking for the style at all: style_strength 0 paints nothing.
+    zero = engine_remix(portrait, painterly, portrait_faces, style_strength=0.0, seed=5)
+    assert zero.report.applied["texture"] == "off: zero strength"
+    assert texture_ratio(zero.image, portrait, painterly) > with_stage + 0.1
+    # The face is still found, and as close to the input as without the stage.
+    with_face = identity_scores(portrait, painted.image, portrait_faces)[0]
+    without_face = identity_scores(portrait, unpainted.image, portrait_faces)[0]
+    assert with_face.kept
+    assert with_face.distance < 0.25
+    assert with_face.distance <= without_face.distance + 0.03
+
+
+def test_remix_texture_is_seeded(
+    portrait: np.ndarray, portrait_faces: tuple, painterly: np.ndarray, painted: RemixOutput
+) -> None:
+    again = engine_remix(portrait, painterly, portrait_faces, seed=5)
+    np.testing.assert_array_equal(again.image, painted.image)
+    other = engine_remix(portrait, painterly, portrait_faces, seed=6)
+    assert np.abs(other.image.astype(int) - painted.image.astype(int)).mean() > 1.0
+
+
+def test_prompt_strength_and_identity_protection_move_the_texture(
+    portrait: np.ndarray, portrait_faces: tuple, painterly: np.ndarray, painted: RemixOutput
+) -> None:
+    def effect(output: RemixOutput) -> float:
+        return texture_ratio(output.image, portrait, painterly)  # lower: more texture
+
+    # At style_strength 0.5, below the strength where flat areas are fully painted:
+    # "subtle" < as asked < "stronger", in the strength, in the texture ratio, and in how
+    # much the stage itself changes (against the stage-off render of the same prompt).
+    strengths, ratios, changes = [], [], []
+    for prompt in ("subtle", None, "stronger"):
+        fields = {"seed": 5, "prompt": prompt, "style_strength": 0.5}
+        output = engine_remix(portrait, painterly, portrait_faces, **fields)
+        baseline = engine_remix(portrait, painterly, portrait_faces, texture=False, **fields)
+        strengths.append(output.report.applied["texture"]["strength"])
+        ratios.append(effect(output))
+        changes.append(np.abs(output.image.astype(int) - baseline.image.astype(int)).mean())
+    assert strengths[0] < strengths[1] < strengths[2]
+    assert ratios[0] > ratios[1] + 0.05 > ratios[2] + 0.1, ratios
+    assert changes[0] + 1 < changes[1] < changes[2] - 1, changes
+
+    # Identity protection paints less, and at 1 not at all: the output is then the
+    # stage-off render with the same protection.
+    half = engine_remix(portrait, painterly, portrait_faces, seed=5, identity_protection=0.5)
+    assert half.report.applied["texture"]["strength"] == pytest.approx(
+        painted.report.applied["texture"]["strength"] / 2, abs=1e-3
+    )
+    assert effect(half) > effect(painted) + 0.02
+    full = engine_remix(portrait, painterly, portrait_faces, seed=5, identity_protection=1.0)
+    assert full.report.applied["texture"] == "off: full identity protection"
+    off = engine_remix(
+        portrait, painterly, portrait_faces, texture=False, seed=5, identity_protection=1.0
+    )
+    np.testing.assert_array_equal(full.image, off.image)
+
+
+def test_a_photo_reference_leaves_the_output_as_without_the_stage(
+    portrait: np.ndarray, portrait_faces: tuple
+) -> None:
+    photo = skimage.data.coffee()
+    assert artistic_strength(photo) == 0.0
+    with_stage = engine_remix(portrait, photo, portrait_faces, seed=2, num_outputs=1)
+    without = engine_remix(portrait, photo, portrait_faces, texture=False, seed=2)
+    assert with_stage.report.applied["texture"].startswith("off: photographic reference")
+    np.testing.assert_array_equal(with_stage.image, without.image)
+
+
+def test_texture_strength_formula() -> None:
+    faithful, bolder, gentler = VARIATIONS[:3]
+    plain = parse_directives(None)
+    assert texture_strength(0.0, 1.0, faithful, plain, 0.0) == 0.0  # photo reference
+    assert texture_strength(0.8, 1.0, faithful, plain, 0.0) == pytest.approx(0.8)
+    assert texture_strength(0.8, 0.5, faithful, plain, 0.0) == pytest.approx(0.4)
+    assert texture_strength(0.8, 1.0, bolder, plain, 0.0) == pytest.approx(1.0)
+    assert texture_strength(0.8, 1.0, gentler, plain, 0.0) == pytest.approx(0.48)
+    stronger = parse_directives("much stronger")
+    assert texture_strength(1.0, 1.0, bolder, stronger, 0.0) == pytest.approx(
+        min(2.0, 1.25 * stronger.strength)
+    )
+    assert texture_strength(0.8, 1.0, faithful, parse_directives("subtle"), 0.0) < 0.8
+    assert texture_strength(0.8, 1.0, faithful, plain, 0.25) == pytest.approx(0.6)
+    assert texture_strength(0.8, 1.0, faithful, plain, 1.0) == 0.0
+    assert texture_strength(0.8, 1.0, faithful, plain, 3.0) == 0.0  # clamped
+
+
+def test_a_kept_background_is_not_painted(
+    portrait: np.ndarray, portrait_faces: tuple, painterly: np.ndarray, painted: RemixOutput
+) -> None:
+    kept = engine_remix(
+        portrait, painterly, portrait_faces, seed=5, prompt="keep the original background"
+    )
+    assert "background kept" in kept.report.applied["keep_background"]
+    assert kept.report.applied["texture"]["strength"] > 0  # the subject is painted
+    corner = (slice(0, 40), slice(0, 40))  # background, top left
+
+    def change(output: RemixOutput) -> float:
+        return float(np.abs(output.image[corner].astype(int) - portrait[corner]).mean())
+
+    assert change(kept) < 2.0
+    assert change(painted) > 20.0

@@ -1,12 +1,20 @@
 """The classic engine: photographic look transfer on the CPU, without neural weights.
 
 Pipeline (docs/classic-engine.md has the reasoning):
-  fit on thumbnails (``look.fit_look``): tone, colour LUT, grain, vignette
+  fit on thumbnails (``look.fit_look``): tone, colour LUT (fitted on the image outside
+     the faces, towards the reference's palette minus what the guarded faces will show),
+     grain, vignette
   -> per variation: derive the LUT and render parameters (``variations``, directives),
-     and fit the locally affine lightness maps (``lightness``) on a small preview render
+     fit the locally affine lightness maps (``lightness``) and each face's guard map
+     (``face_guard``) on a small preview render
   -> render (``render.render``): the look at the content's resolution, then grain and
-     dither at the output size.
-Every detected face gets a guard that limits hue rotation, chroma change and luma gain.
+     dither at the output size
+  -> texture (``texture.transfer_texture``), only for references that read as painted,
+     printed or drawn (``artistic.artistic_strength`` > 0): the reference's marks
+     synthesised onto the render, faces untouched.
+Every detected face gets a guard: inside it the original pixels go through one affine
+YCbCr map per face, the look's average change on that face within limits, so the face
+keeps its own detail (``face_guard``).
 """
 
 from __future__ import annotations
@@ -18,68 +26,35 @@ import cv2
 import numpy as np
 
 from photoremix.engines.base import ImageReport, ProgressCallback, RemixOutput, RemixRequest
-from photoremix.engines.classic import lightness, tone
+from photoremix.engines.classic import face_guard, lightness, tone
+from photoremix.engines.classic import texture as texture_module
 from photoremix.engines.classic import vignette as vignette_module
+from photoremix.engines.classic.artistic import artistic_strength
 from photoremix.engines.classic.colour import rgb_to_lab
 from photoremix.engines.classic.directives import Directives, parse_directives
 from photoremix.engines.classic.grain import grain_template
 from photoremix.engines.classic.look import Look, fit_look
-from photoremix.engines.classic.render import GRAIN_TEMPLATE_SIZE, RenderPlan, render
+from photoremix.engines.classic.render import (
+    GRAIN_TEMPLATE_SIZE,
+    RenderPlan,
+    identity_face_maps,
+    render,
+)
 from photoremix.engines.classic.variations import Variation, variation_for
 from photoremix.vision.faces import Face, detect_faces
 
-# Face guard limits: how far colour transfer may move a face's pixels from the original.
-# Measured on the 16 portrait cases of the evaluation set: 10 deg / 25 % gave an identity
-# distance median of 0.15, 3 deg / 8 % gives 0.10, for the same overall style median.
-GUARD = {"hue": np.deg2rad(3.0), "chroma": 0.08, "gain": 0.08}
-GUARD_KEEP_SKIN = {"hue": np.deg2rad(1.5), "chroma": 0.04, "gain": 0.05}
 # Local-contrast gain inside faces stays near 1: detail is where identity lives.
 FACE_DETAIL_GAIN_RANGE = (0.9, 1.1)
 # Share of the synthesised grain kept inside faces: grain measurably moves dlib's identity
 # embedding, and film grain on skin reads as blemishes sooner than elsewhere.
 FACE_GRAIN = 0.3
 HIGHLIGHT_KNEE = 0.95
-# Guard ellipse half-axes as a share of the detector box (width, height). dlib's identity
-# embedding looks at an aligned chip that reaches past the box, so the guard must too.
-FACE_MASK_AXES = (0.62, 0.75)
 
 
-def face_guard_mask(
-    faces: tuple[Face, ...], source_shape: tuple[int, ...], size: tuple[int, int]
-) -> np.ndarray:
-    """(H, W) uint8 soft mask covering each face (forehead to chin) at ``size`` (W, H);
-    face boxes are in the coordinates of an image of ``source_shape``.
-
-    Drawn at quarter resolution and feathered there, then upsampled: soft edges need no
-    full-resolution precision, and a 4 MP blur would cost more than the whole render.
-    """
-    width, height = size
-    if not faces:
-        return np.zeros((1, 1), np.uint8)
-    scale = 0.25
-    small = np.zeros((max(1, round(height * scale)), max(1, round(width * scale))), np.float32)
-    fx = width / source_shape[1] * scale
-    fy = height / source_shape[0] * scale
-    for face in faces:
-        left, top, right, bottom = face.box
-        cx, cy = (left + right) / 2 * fx, (top + bottom) / 2 * fy
-        # dlib's HOG box runs from the brows to the chin: extend up for the forehead.
-        ax = (right - left) * FACE_MASK_AXES[0] * fx
-        ay = (bottom - top) * FACE_MASK_AXES[1] * fy
-        cv2.ellipse(
-            small, (round(cx), round(cy - 0.12 * ay)), (round(ax), round(ay)), 0, 0, 360, 1.0, -1
-        )
-    feather = max(1.0, 0.08 * max(small.shape))
-    small = cv2.GaussianBlur(small, (0, 0), feather / 4)
-    full = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.clip(full * 255 + 0.5, 0, 255).astype(np.uint8)
-
-
-def _with_lightness(plan: RenderPlan, content_small: np.ndarray) -> RenderPlan:
-    """``plan`` with its locally affine lightness maps (``lightness``), fitted to what
-    ``plan`` makes of ``content_small`` (the content at the coefficient maps' resolution)
-    without the steps that follow the lightness step. The vignette moves into the maps:
-    it darkens the corners while the whole keeps the look's lightness distribution."""
+def _preview(plan: RenderPlan, content_small: np.ndarray) -> np.ndarray:
+    """(h, w, 3) float32 sRGB in [0, 1]: what ``plan`` makes of ``content_small`` (the
+    content at the coefficient maps' resolution) up to and including the colour LUT: no
+    lightness maps, face guard, keep-mask, vignette or grain."""
     preview_plan = dataclasses.replace(
         plan,
         face_mask=np.zeros((1, 1), np.uint8),
@@ -88,7 +63,13 @@ def _with_lightness(plan: RenderPlan, content_small: np.ndarray) -> RenderPlan:
         grain_curve=np.zeros_like(plan.grain_curve),
         lightness=None,
     )
-    preview = render(content_small, preview_plan).astype(np.float32) / 255.0
+    return render(content_small, preview_plan).astype(np.float32) / 255.0
+
+
+def _with_lightness(plan: RenderPlan, content_small: np.ndarray, preview: np.ndarray) -> RenderPlan:
+    """``plan`` with its locally affine lightness maps (``lightness``), fitted to its
+    ``preview`` (``_preview``). The vignette moves into the maps: it darkens the corners
+    while the whole keeps the look's lightness distribution."""
     look_lightness = rgb_to_lab(preview)[..., 0]
     target = look_lightness
     if plan.vignette > 0:
@@ -100,6 +81,53 @@ def _with_lightness(plan: RenderPlan, content_small: np.ndarray) -> RenderPlan:
     return dataclasses.replace(plan, lightness=maps, vignette=0.0)
 
 
+def _with_face_maps(
+    plan: RenderPlan,
+    content_small: np.ndarray,
+    preview: np.ndarray,
+    masks: np.ndarray,
+    limits: face_guard.FaceLimits,
+) -> RenderPlan:
+    """``plan`` with each face's affine map (``face_guard``), fitted to what the plan's
+    LUT does to that face in its ``preview`` and limited by ``limits``. content_small:
+    (h, w, 3) uint8 at the coefficient maps' resolution; masks: (N, h, w) float32, one
+    per face."""
+    if not len(masks):
+        return plan
+    look = preview.reshape(-1, 3)
+    original = content_small.reshape(-1, 3)
+    params = []
+    for mask in masks:
+        inside = np.flatnonzero(mask.ravel() > 0.01)  # the rest weighs (almost) nothing
+        params.append(
+            face_guard.fit_face_map(
+                original[inside] / np.float32(255), look[inside], mask.ravel()[inside], limits
+            )
+        )
+    return dataclasses.replace(plan, face_maps=face_guard.face_parameter_maps(masks, params))
+
+
+def guard_mask(
+    faces: tuple[Face, ...], content: np.ndarray, output_size: tuple[int, int]
+) -> np.ndarray:
+    """(H, W) uint8 union of the face guard's masks (``face_guard.guard_masks``, 255 =
+    guarded) for ``content`` rendered at ``output_size`` (W, H): where identity protection
+    and the faces' own maps act, and nothing else does."""
+    content_small = tone.coefficient_image(content, output_size)
+    masks = face_guard.guard_masks(faces, content.shape, content_small)
+    return _render_mask(masks.max(axis=0, initial=0.0), output_size)
+
+
+def _render_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A (h, w) float mask in [0, 1] as the (H, W) uint8 mask ``render`` reads, at ``size``."""
+    full = cv2.resize(mask, size, interpolation=cv2.INTER_LINEAR)
+    return np.clip(full * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _face_limits(directives: Directives) -> face_guard.FaceLimits:
+    return face_guard.GUARD_KEEP_SKIN if directives.keep_skin_tones else face_guard.GUARD
+
+
 def content_at_render_size(image: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
     """The content at the size the look is rendered at: its own when the output is larger
     (``render`` enlarges the result), else shrunk to the output size."""
@@ -109,10 +137,40 @@ def content_at_render_size(image: np.ndarray, output_size: tuple[int, int]) -> n
     return cv2.resize(image, output_size, interpolation=cv2.INTER_AREA)
 
 
+def texture_strength(
+    artistic: float,
+    base_strength: float,
+    variation: Variation,
+    directives: Directives,
+    identity_protection: float,
+) -> float:
+    """Strength of the texture stage for one variation, in [0, 2] (0 = stage off).
+
+    artistic (``artistic.artistic_strength`` of the reference, 0 for a photograph) times
+    the same product of strengths the look gets (``style_strength``, the variation's,
+    the prompt's "stronger" / "subtle"), times (1 - identity_protection): a re-render
+    after a face drifted paints less, and at protection 1 not at all.
+    """
+    protection = float(np.clip(identity_protection, 0.0, 1.0))
+    strength = artistic * base_strength * variation.strength * directives.strength
+    return float(np.clip(strength * (1.0 - protection), 0.0, 2.0))
+
+
 class ClassicEngine:
-    """Photographic look transfer: colour LUT, two-scale tone, grain, vignette, face guard."""
+    """Look transfer: colour LUT, two-scale tone, locally affine lightness, grain, vignette,
+    face guard, and the reference's marks when it is a painting, print or drawing.
+
+    texture: False switches the texture stage off whatever the reference (the baseline
+    of ``benchmarks/texture_transfer.py``); True also loads the stage's compiled kernels
+    now (numba's on-disk cache, once per process), so no request pays for that.
+    """
 
     name = "classic"
+
+    def __init__(self, *, texture: bool = True) -> None:
+        self.texture = texture
+        if texture:
+            texture_module.warm_up()
 
     def remix(
         self, request: RemixRequest, progress: ProgressCallback | None = None
@@ -122,15 +180,19 @@ class ClassicEngine:
         faces = request.faces if request.faces is not None else detect_faces(request.content)
         t_detect = time.perf_counter()
 
-        look = fit_look(request.content, request.reference)
+        content_small = tone.coefficient_image(request.content, request.output_size)
+        face_masks_small = face_guard.guard_masks(faces, request.content.shape, content_small)
+        guard_small = face_masks_small.max(axis=0, initial=0.0)
+        look = fit_look(request.content, request.reference, guard_small, _face_limits(directives))
         t_fit = time.perf_counter()
 
         content = content_at_render_size(request.content, request.output_size)
         size = (content.shape[1], content.shape[0])
-        content_small = tone.coefficient_image(request.content, request.output_size)
         coef_a, coef_b = tone.coefficient_maps(content_small)
-        face_mask = face_guard_mask(faces, request.content.shape, size)
+        face_mask = _render_mask(guard_small, size) if faces else np.zeros((1, 1), np.uint8)
         keep_mask, keep_note = self._keep_mask(request, faces, directives, size)
+        artistic = artistic_strength(request.reference) if self.texture else 0.0
+        texture_mask = self._texture_mask(faces, request, keep_mask) if artistic > 0 else None
         t_prepare = time.perf_counter()
         shared = {
             "detect_faces": t_detect - started if request.faces is None else 0.0,
@@ -146,7 +208,7 @@ class ClassicEngine:
             t0 = time.perf_counter()
             variation = variation_for(index)
             seed = request.seed + index
-            plan, applied = self._plan(
+            plan, applied, limits = self._plan(
                 look,
                 variation,
                 directives,
@@ -159,9 +221,31 @@ class ClassicEngine:
                 request.output_size,
                 request.identity_protection,
             )
-            plan = _with_lightness(plan, content_small)
+            preview = _preview(plan, content_small)
+            plan = _with_lightness(plan, content_small, preview)
+            plan = _with_face_maps(plan, content_small, preview, face_masks_small, limits)
             image = render(content, plan, request.output_size)
+            t_render = time.perf_counter()
+            strength = texture_strength(
+                artistic, base_strength, variation, directives, request.identity_protection
+            )
+            if strength > 0:
+                image = texture_module.transfer_texture(
+                    image,
+                    request.reference,
+                    strength=strength,
+                    face_mask=texture_mask,
+                    seed=seed,
+                    keep_skin=directives.keep_skin_tones,
+                )
+                applied["texture"] = {
+                    "strength": round(strength, 3),
+                    "artistic": round(artistic, 3),
+                }
+            else:
+                applied["texture"] = self._texture_off_note(artistic, request.identity_protection)
             applied.update(faces_guarded=len(faces), keep_background=keep_note)
+            t_texture = time.perf_counter()
             report = ImageReport(
                 engine=self.name,
                 seed=seed,
@@ -169,12 +253,41 @@ class ClassicEngine:
                 variation_description=variation.description,
                 applied=applied,
                 unhandled_instructions=list(directives.unhandled),
-                timings={**shared, "render": time.perf_counter() - t0},
+                timings={
+                    **shared,
+                    "render": t_render - t0,
+                    "texture": t_texture - t_render,
+                },
             )
             outputs.append(RemixOutput(image=image, report=report))
             if progress is not None:
                 progress(len(outputs), request.num_outputs)
         return outputs
+
+    def _texture_off_note(self, artistic: float, identity_protection: float) -> str:
+        if not self.texture:
+            return "off: texture stage disabled"
+        if artistic <= 0:
+            return "off: photographic reference (no painted, printed or drawn marks)"
+        if identity_protection >= 1:
+            return "off: full identity protection"
+        return "off: zero strength"
+
+    @staticmethod
+    def _texture_mask(
+        faces: tuple[Face, ...], request: RemixRequest, keep_mask: np.ndarray
+    ) -> np.ndarray:
+        """(H, W) float32 in [0, 1] at the output size: where the texture stage must not
+        paint. The faces' skin (``texture.face_protection_mask``) and, with "keep the
+        original background", everything the keep-mask keeps."""
+        mask = texture_module.face_protection_mask(
+            faces, request.content.shape, request.output_size
+        )
+        if keep_mask.shape != (1, 1):
+            kept = 1.0 - keep_mask.astype(np.float32) / 255.0
+            kept = cv2.resize(kept, request.output_size, interpolation=cv2.INTER_LINEAR)
+            np.maximum(mask, kept, out=mask)
+        return mask
 
     @staticmethod
     def _keep_mask(
@@ -209,7 +322,7 @@ class ClassicEngine:
         keep_mask: np.ndarray,
         output_size: tuple[int, int],
         protection: float = 0.0,
-    ) -> tuple[RenderPlan, dict]:
+    ) -> tuple[RenderPlan, dict, face_guard.FaceLimits]:
         strength = float(
             np.clip(base_strength * variation.strength * directives.strength, 0.0, 1.6)
         )
@@ -242,11 +355,11 @@ class ClassicEngine:
             if directives.keep_lighting
             else look.vignette * variation.vignette * min(strength, 1.3)
         )
-        guard = GUARD_KEEP_SKIN if directives.keep_skin_tones else GUARD
+        limits = _face_limits(directives)
         # Extra protection (a re-render after a face drifted): tighter limits, the face's
         # own detail and less grain; at 1 the guard keeps a quarter of its normal leeway.
         protection = float(np.clip(protection, 0.0, 1.0))
-        guard = {name: limit * (1.0 - 0.75 * protection) for name, limit in guard.items()}
+        limits = limits.scaled(1.0 - 0.75 * protection)
         face_detail_gain += (1.0 - face_detail_gain) * protection
         face_grain = FACE_GRAIN * (1.0 - protection)
 
@@ -260,9 +373,7 @@ class ClassicEngine:
             face_detail_gain=face_detail_gain,
             face_mask=face_mask,
             keep_mask=keep_mask,
-            guard_hue=float(guard["hue"]),
-            guard_chroma=float(guard["chroma"]),
-            guard_gain=float(guard["gain"]),
+            face_maps=identity_face_maps(),
             vignette=float(vignette),
             grain=template,
             grain_curve=np.ascontiguousarray(grain_curve, dtype=np.float32),
@@ -288,4 +399,4 @@ class ClassicEngine:
                 {"clause": m.clause, "settings": dict(m.settings)} for m in directives.matched
             ],
         }
-        return plan, applied
+        return plan, applied, limits

@@ -12,12 +12,45 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
 
 from photoremix.engines.classic import colour, grain, tone, vignette
 from photoremix.engines.classic.colour import Lut, lab_to_rgb, rgb_to_lab
+from photoremix.engines.classic.face_guard import GUARD, FaceLimits, apply_face_map, fit_face_map
 
 ANALYSIS_LONG_SIDE = 512
 COLOUR_SAMPLES = 20_000
+# Face pixels sampled, and IDT iterations of the first colour map, to estimate where the
+# guarded faces' colours will go (``fit_look``).
+FACE_SAMPLES = 2_000
+FACE_ESTIMATE_ITERATIONS = 4
+# Share of the faces' pixel mass taken out of the reference's palette before the rest of
+# the image is fitted to it (``complete_palette``).
+COMPLETION = 1.0
+
+
+def _weighted_pixels(weights: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count,) flat pixel indices drawn with probability proportional to ``weights``."""
+    p = np.clip(weights, 0, None).ravel().astype(np.float64)
+    return rng.choice(p.size, size=count, p=p / p.sum())
+
+
+def complete_palette(target: np.ndarray, fixed: np.ndarray, share: float) -> np.ndarray:
+    """The reference colours left for the rest of the image once pixels fixed elsewhere
+    (the guarded faces) have taken their share.
+
+    target: (N, 3) Lab samples of the reference; fixed: (M, 3) Lab colours of the fixed
+    pixels; share: the fixed pixels' share of the image, 0..1. Removes the
+    round(share * N) target samples nearest to any fixed colour (the reference mass an
+    optimal transport would send to the fixed pixels; exact in 1-D when they lie beyond
+    the reference's range), so what is left, matched by the rest of the image, and the
+    fixed pixels together come close to the reference's distribution. Returns (K, 3).
+    """
+    remove = min(round(float(np.clip(share, 0.0, 1.0)) * len(target)), len(target) - 64)
+    if remove <= 0 or not len(fixed):
+        return target
+    distance, _ = cKDTree(fixed).query(target, k=1)
+    return target[np.argsort(distance, kind="stable")[remove:]]
 
 
 def thumbnail(image: np.ndarray, long_side: int = ANALYSIS_LONG_SIDE) -> np.ndarray:
@@ -74,15 +107,50 @@ class Look:
         return self.lut.with_values(np.clip(lab_to_rgb(lab), -0.25, 1.25))
 
 
-def fit_look(content: np.ndarray, reference: np.ndarray) -> Look:
-    """Fit the look of ``reference`` for ``content`` (both (H, W, 3) uint8, any size)."""
+def fit_look(
+    content: np.ndarray,
+    reference: np.ndarray,
+    face_mask: np.ndarray | None = None,
+    face_limits: FaceLimits = GUARD,
+) -> Look:
+    """Fit the look of ``reference`` for ``content`` (both (H, W, 3) uint8, any size).
+
+    face_mask: (h, w) float32 in [0, 1] at any resolution, the guarded faces
+    (``face_guard``), or None. With faces, the colour map is fitted on the rest of the
+    image, towards the reference's colours minus those the guarded faces will show
+    (``complete_palette``): the whole output, faces included, then has the reference's
+    palette, as far as the faces' limits allow.
+    """
     content_small, reference_small = thumbnail(content), thumbnail(reference)
     tone_fit = tone.fit_tone(content_small, reference_small)
     toned = np.clip(tone.apply_tone(content_small, tone_fit), 0, 1)
     toned_samples = colour.sample_pixels(toned, COLOUR_SAMPLES, seed=1)
     source_lab = rgb_to_lab(toned_samples)
     target_lab = colour.sample_pixels(rgb_to_lab(reference_small), COLOUR_SAMPLES, seed=2)
-    model = colour.fit_colour_model(source_lab, target_lab)
+    has_faces = face_mask is not None and face_mask.max() > 0
+    # With faces this first map only tells where the faces' colours would go: a rough one
+    # will do, since the guard's limits decide in the end.
+    iterations = FACE_ESTIMATE_ITERATIONS if has_faces else colour.IDT_ITERATIONS
+    model = colour.fit_colour_model(source_lab, target_lab, iterations=iterations)
+    if face_mask is not None and has_faces:
+        size = (content_small.shape[1], content_small.shape[0])
+        weights = cv2.resize(face_mask.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+        rng = np.random.default_rng(3)
+        faces = _weighted_pixels(weights, FACE_SAMPLES, rng)
+        rest = _weighted_pixels(1.0 - weights, COLOUR_SAMPLES, rng)
+        # Where the guard will put the faces: each keeps its own detail and follows the
+        # look's mean change on it, within the limits (one map for all faces here).
+        face_toned = toned.reshape(-1, 3)[faces]
+        face_look = lab_to_rgb(model.apply(rgb_to_lab(face_toned)).astype(np.float32))
+        face_original = content_small.reshape(-1, 3)[faces]
+        params = fit_face_map(
+            face_original, np.clip(face_look, 0, 1), np.ones(len(faces)), face_limits
+        )
+        face_output = rgb_to_lab(np.clip(apply_face_map(face_original, params), 0, 1))
+        target_lab = complete_palette(target_lab, face_output, COMPLETION * float(weights.mean()))
+        toned_samples = toned.reshape(-1, 3)[rest]
+        source_lab = rgb_to_lab(toned_samples)
+        model = colour.fit_colour_model(source_lab, target_lab)
     mapped = lab_to_rgb(model.fitted.astype(np.float32))
     lut = colour.bake_lut(toned_samples, mapped, colour.fit_shaper(toned_samples))
     reference_grain = grain.estimate_grain(reference)

@@ -11,8 +11,9 @@ values are sRGB-encoded floats in [0, 1]:
 2. colour: per-channel shaper, then tetrahedral lookup in the 3D LUT;
 3. lightness (when the plan has lightness maps): CIE L* set to a locally affine function
    of the content's L*, chromaticity as the LUT made it (``lightness``);
-4. face guard (inside the soft face mask): limit hue rotation, chroma change and luma gain
-   relative to the original pixel, in YCbCr;
+4. face guard (inside the soft face mask): the original pixel through its face's own
+   affine YCbCr map, which the engine fits to the look's average change on that face and
+   limits (``engine.face_maps``);
 5. keep-mask (directive "keep the original background"): blend back to the original;
 6. vignette: multiply by 1 - v * r^2 (r = 1 at the corners).
 The result is resized to the output size (Lanczos when enlarging: a colour map applied
@@ -35,6 +36,8 @@ import numpy as np
 from photoremix.engines.classic.lightness import LightnessMaps
 
 GRAIN_TEMPLATE_SIZE = 512  # power of two: tiling uses a bit mask
+# Per-face affine YCbCr map parameters: a, b, s, d_cb, d_cr (``RenderPlan.face_maps``).
+FACE_MAP_CHANNELS = 5
 
 # Transfer-function tables of the lightness step, indexed by a square root (where both
 # functions are smooth); their error is below 0.1 code values.
@@ -91,8 +94,10 @@ class RenderPlan:
         when there are no faces.
     keep_mask: (h, w) uint8 soft mask (255 = restyle, 0 = keep original) at the content's
         size, or (1, 1) of 255.
-    guard_hue, guard_chroma, guard_gain: face guard limits (radians; max chroma ratio
-        deviation; max luma gain deviation).
+    face_maps: (h, w, 5) float32 maps of each face's affine YCbCr map (a, b, s, d_cb, d_cr:
+        Y' = a Y + b, (Cb', Cr') = s (Cb, Cr) + (d_cb, d_cr), sRGB-encoded values in 0..1),
+        constant over each face and read where face_mask > 0 (any grid; resampled to
+        coef_a's); ``identity_face_maps()`` (1, 1, 5) for no change.
     vignette: strength v of the radial falloff 1 - v*r^2.
     grain: (T, T, 3) float32 unit-variance templates for Y, Cb, Cr; grain_curve (16,) luma
         noise std (0..1 units) as a function of output luma; grain_chroma: Cb/Cr scale
@@ -113,9 +118,7 @@ class RenderPlan:
     face_detail_gain: float
     face_mask: np.ndarray
     keep_mask: np.ndarray
-    guard_hue: float
-    guard_chroma: float
-    guard_gain: float
+    face_maps: np.ndarray
     vignette: float
     grain: np.ndarray
     grain_curve: np.ndarray
@@ -125,6 +128,11 @@ class RenderPlan:
     knee: float
     dither_seed: int
     lightness: LightnessMaps | None = None
+
+
+def identity_face_maps() -> np.ndarray:
+    """(1, 1, 5) float32 face maps that leave every face pixel as it is."""
+    return np.array([[[1.0, 0.0, 1.0, 0.0, 0.0]]], np.float32)
 
 
 @numba.njit(cache=True)
@@ -252,7 +260,7 @@ def _quantise(v: float, knee: float, dither: float) -> int:
 @numba.njit(cache=True, parallel=True, fastmath=True)
 def _render_look(
     content, shaper, lut, maps, has_light, base_curve, detail_gain, face_detail_gain,
-    face_mask, keep_mask, guard_hue, guard_chroma, guard_gain, vignette, face_grain,
+    face_mask, keep_mask, vignette, face_grain,
     srgb8_linear, root_lstar, root_srgb, look,
 ):  # fmt: skip
     # Steps 1-6 -> look: (H, W, 4) uint16 (``_store``), sRGB values and the share of grain
@@ -265,7 +273,6 @@ def _render_look(
     has_keep = keep_mask.shape[0] == H
     cy, cx = (H - 1) / 2.0, (W - 1) / 2.0
     inv_r2 = 1.0 / (cy * cy + cx * cx)
-    cos_hue, sin_hue, tan_hue = math.cos(guard_hue), math.sin(guard_hue), math.tan(guard_hue)
     for y in numba.prange(H):
         top, bottom, ty = maps[row_lo[y]], maps[row_hi[y]], row_t[y]
         for x in range(W):
@@ -325,34 +332,19 @@ def _render_look(
                 c_g = _encode(root_srgb, c_g * scale + grey)
                 c_b = _encode(root_srgb, c_b * scale + grey)
 
-            # 4. face guard in YCbCr, relative to the original pixel
+            # 4. face guard: inside faces the output is the original pixel through its
+            # face's own affine YCbCr map (Y' = a Y + b, CbCr' = s CbCr + d), one per face,
+            # read from the low-resolution maps: the face takes the look's average change
+            # rigidly, and its local detail, where identity lives, stays the original's.
             if m_face > 0.0:
-                cb0 = -0.168736 * r0 - 0.331264 * g0 + 0.5 * b0
-                cr0 = 0.5 * r0 - 0.418688 * g0 - 0.081312 * b0
-                y1 = 0.299 * c_r + 0.587 * c_g + 0.114 * c_b
-                cb1 = -0.168736 * c_r - 0.331264 * c_g + 0.5 * c_b
-                cr1 = 0.5 * c_r - 0.418688 * c_g - 0.081312 * c_b
-                yg = min(max(y1, y0 * (1 - guard_gain) - 0.02), y0 * (1 + guard_gain) + 0.02)
-                mag0 = math.sqrt(cb0 * cb0 + cr0 * cr0)
-                mag1 = math.sqrt(cb1 * cb1 + cr1 * cr1)
-                magg = min(max(mag1, mag0 * (1 - guard_chroma)), mag0 * (1 + guard_chroma) + 0.01)
-                if mag0 > 0.01:
-                    # Hue rotation limited to guard_hue, without trigonometry per pixel:
-                    # the new hue is kept when it is within the limit, else the original
-                    # hue is rotated by the limit towards it.
-                    dot = cb0 * cb1 + cr0 * cr1
-                    cross = cb0 * cr1 - cr0 * cb1
-                    if mag1 > 1e-6 and dot > 0.0 and abs(cross) <= tan_hue * dot:
-                        cbg, crg = cb1 * (magg / mag1), cr1 * (magg / mag1)
-                    else:
-                        turn = (1.0 if cross > 0.0 else -1.0) if mag1 > 1e-6 else 0.0
-                        cos_d, sin_d = (cos_hue, turn * sin_hue) if turn != 0.0 else (1.0, 0.0)
-                        unit = magg / mag0
-                        cbg = (cb0 * cos_d - cr0 * sin_d) * unit
-                        crg = (cr0 * cos_d + cb0 * sin_d) * unit
-                else:
-                    scale = magg / mag1 if mag1 > 1e-6 else 0.0
-                    cbg, crg = cb1 * scale, cr1 * scale
+                fa = _mix(top, bottom, x_lo, x_hi, 5, w00, w01, w10, w11)
+                fb = _mix(top, bottom, x_lo, x_hi, 6, w00, w01, w10, w11)
+                fs = _mix(top, bottom, x_lo, x_hi, 7, w00, w01, w10, w11)
+                fcb = _mix(top, bottom, x_lo, x_hi, 8, w00, w01, w10, w11)
+                fcr = _mix(top, bottom, x_lo, x_hi, 9, w00, w01, w10, w11)
+                yg = fa * y0 + fb
+                cbg = fs * (-0.168736 * r0 - 0.331264 * g0 + 0.5 * b0) + fcb
+                crg = fs * (0.5 * r0 - 0.418688 * g0 - 0.081312 * b0) + fcr
                 rg = yg + 1.402 * crg
                 gg = yg - 0.344136 * cbg - 0.714136 * crg
                 bg = yg + 1.772 * cbg
@@ -417,15 +409,23 @@ def render(
     width, height = output_size if output_size is not None else (w, h)
     lut = plan.lut
     has_light = plan.lightness is not None
+    grid = (plan.coef_a.shape[1], plan.coef_a.shape[0])
     maps = [plan.coef_a, plan.coef_b] + [np.zeros_like(plan.coef_a)] * 3
     if plan.lightness is not None:  # the lightness step works in linear light
         lut = srgb_to_linear(lut).astype(np.float32)
-        grid = (plan.coef_a.shape[1], plan.coef_a.shape[0])
         light = plan.lightness
         maps[2:] = [
             cv2.resize(m.astype(np.float32), grid, interpolation=cv2.INTER_LINEAR)
             for m in (light.slope, light.offset, light.local_mean)
         ]
+    for channel in range(FACE_MAP_CHANNELS):
+        face_map = plan.face_maps[..., channel]
+        if face_map.shape == (1, 1):
+            maps.append(np.full_like(plan.coef_a, face_map[0, 0]))
+        elif face_map.shape != plan.coef_a.shape:
+            maps.append(cv2.resize(face_map, grid, interpolation=cv2.INTER_LINEAR))
+        else:
+            maps.append(face_map)
     look = np.empty((h, w, 4), np.uint16)
     out = np.empty((height, width, 3), np.uint8)
     with _render_lock:
@@ -434,7 +434,7 @@ def render(
             np.ascontiguousarray(np.stack(maps, axis=-1), dtype=np.float32), has_light,
             plan.base_curve,
             plan.detail_gain, plan.face_detail_gain, plan.face_mask, plan.keep_mask,
-            plan.guard_hue, plan.guard_chroma, plan.guard_gain, plan.vignette, plan.face_grain,
+            plan.vignette, plan.face_grain,
             _SRGB8_LINEAR, _ROOT_LSTAR, _ROOT_SRGB, look,
         )  # fmt: skip
         if (w, h) != (width, height):

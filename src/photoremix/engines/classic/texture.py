@@ -31,6 +31,8 @@ Images are (H, W, 3) uint8 sRGB RGB, as everywhere in the package.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numba
 import numpy as np
@@ -69,10 +71,13 @@ IRLS_ITERATIONS = 3
 INITIAL_NOISE = 20.0  # std of the starting noise on L (0..100) at the coarsest level
 
 # Fusion weights W = FUSION_BASE * (1 - s) / s + FUSION_EDGE * edges**2
-#                    + FUSION_FACE * max(face, skin).
+#                    + min(q / (1 - q), FUSION_FACE), q = min(1, max(face, skin) / FACE_FADE).
 FUSION_BASE = 0.5
 FUSION_EDGE = 10.0
-FUSION_FACE = 1e4
+FUSION_FACE = 1e4  # on the faces (p = 1) nothing is synthesised
+# Protection is full from this mask value on (the inner part of a face mask's feather)
+# and fades out below it.
+FACE_FADE = 0.5
 # Edges: gradient magnitude of L blurred by EDGE_SIGMA px, relative to its
 # EDGE_PERCENTILE-th percentile.
 EDGE_SIGMA = 1.5
@@ -115,8 +120,9 @@ def face_protection_mask(
     faces: detected in an image of ``source_shape`` (their pixel coordinates). This is the
     ``face_mask`` ``transfer_texture`` expects: hair, hats and the background around a
     head stay paintable, which keeps a close-up portrait from carrying an unpainted halo,
-    while the face, where identity lives, is untouched. (The colour guard's ellipse,
-    ``engine.face_guard_mask``, is wider: it would leave such a halo.)
+    while the face, where identity lives, is untouched. (The colour guard's masks,
+    ``face_guard.guard_masks``, reach further, over a skin-coloured forehead, ears and
+    neck: as the texture mask they would leave such a halo.)
     """
     width, height = size
     if not faces:
@@ -235,13 +241,18 @@ def fusion_weights(edges: np.ndarray, protected: np.ndarray, strength: float) ->
     """Content-fusion weights W (H, W) float32 >= 0; each fusion is X = (X~ + W C) / (1 + W).
 
     edges: (H, W) float32 in [0, 1] (``edge_strength``); protected: (H, W) float32 in
-    [0, 1] (faces and skin: W ~ FUSION_FACE, the content stays).
+    [0, 1] (faces and skin). A pixel protected to p keeps at least the share
+    q = min(1, p / FACE_FADE) of the content (its term is q / (1 - q), capped at
+    FUSION_FACE): strokes fade in across the outer part of a face mask's feather instead
+    of stopping at its outer edge, which would leave an unpainted halo around every head.
     strength: > 0. The base FUSION_BASE * (1 - s) / s is 0 at s = 1 (only edges and
     faces hold the content) and grows without bound as s -> 0; above 1 it is negative
     and eats into the edges' weight (W stays >= 0).
     """
     base = FUSION_BASE * (1.0 - strength) / strength
-    weights = base + FUSION_EDGE * edges**2 + FUSION_FACE * protected
+    p = np.clip(protected / FACE_FADE, 0.0, 1.0)
+    face = np.minimum(p / np.maximum(1.0 - p, 1.0 / FUSION_FACE), FUSION_FACE)
+    weights = base + FUSION_EDGE * edges**2 + face
     return np.maximum(weights, 0.0).astype(np.float32)
 
 
@@ -532,9 +543,11 @@ def transfer_texture(
     return output
 
 
+@functools.cache
 def warm_up() -> None:
     """Compile the kernels, or load them from numba's on-disk cache, on a tiny synthetic
-    pair, so the first real request does not pay for it (~1 s from the cache here)."""
+    pair, so the first real request does not pay for it. Once per process (later calls
+    return at once); ~1 s from the cache here."""
     rng = np.random.default_rng(0)
     pair = rng.integers(40, 200, size=(2, 48, 48, 3), dtype=np.uint8)
     transfer_texture(pair[0], pair[1], strength=1.0, face_mask=np.zeros((48, 48), np.float32))
