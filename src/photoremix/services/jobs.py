@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from photoremix.persistence.models import Job, utcnow
+from photoremix.persistence.models import Job, new_id, utcnow
 from photoremix.persistence.transitions import transition
 from photoremix.services import billing
 
@@ -55,7 +55,13 @@ def create_job(
     Raises ``billing.InsufficientBalance`` (nothing written) and, when another job of the
     account already has ``client_request_id``, ``sqlalchemy.exc.IntegrityError`` at flush.
     """
+    # Reserve first, under an id chosen here, so the job row is written once, complete.
+    # A duplicate client_request_id fails at the INSERT; the caller's rollback then takes
+    # the reservation back with it.
+    job_id = new_id()
+    reservation = billing.reserve(session, account_id, reserve, reference=f"job:{job_id}")
     job = Job(
+        id=job_id,
         account_id=account_id,
         status="queued",
         is_async=is_async,
@@ -64,11 +70,9 @@ def create_job(
         params=params,
         base_url=base_url,
         reserved=reserve,
+        reservation_id=reservation.ledger_entry_id,
     )
     session.add(job)
-    session.flush()  # the job id is the ledger reference
-    reservation = billing.reserve(session, account_id, reserve, reference=f"job:{job.id}")
-    job.reservation_id = reservation.ledger_entry_id
     session.flush()
     return job
 
