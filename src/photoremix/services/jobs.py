@@ -96,6 +96,13 @@ def mark_running(session: Session, job_id: str) -> bool:
     return _move(session, job_id, ("queued",), status="running", started_at=utcnow())
 
 
+def run_parameters(session: Session, job_id: str) -> tuple[dict[str, Any], bool]:
+    """(params, is_async) of an existing job: what a worker needs to run it (two columns,
+    not the whole row: this is on every remix's path)."""
+    row = session.execute(select(Job.params, Job.is_async).where(Job.id == job_id)).one()
+    return dict(row.params), bool(row.is_async)
+
+
 def requeue(session: Session, job_id: str) -> bool:
     """``running -> queued`` for an async job interrupted by a restart."""
     return _move(session, job_id, ("running",), status="queued", started_at=None)

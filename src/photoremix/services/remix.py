@@ -391,10 +391,7 @@ class RemixService:
         with self.sessions.begin() as session:
             if not jobs.mark_running(session, job_id):
                 raise TimedOut("The remix was cancelled before it started.")
-            job = session.get(Job, job_id)
-            assert job is not None
-            params = dict(job.params)
-            is_async = job.is_async
+            params, is_async = jobs.run_parameters(session, job_id)
         if deadline is None:
             deadline = time.monotonic() + self.settings.async_timeout_s
         try:
