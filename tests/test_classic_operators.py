@@ -36,7 +36,7 @@ def identity_plan(shape: tuple[int, int], lut: colour.Lut | None = None) -> Rend
         face_maps=identity_face_maps(), vignette=0.0,
         grain=np.zeros((GRAIN_TEMPLATE_SIZE, GRAIN_TEMPLATE_SIZE, 3), np.float32),
         grain_curve=np.zeros(16, np.float32), face_grain=0.3, grain_chroma=0.0, grain_offset=(0, 0),
-        knee=0.999, dither_seed=1,
+        knee=0.999, dither_seed=1, dark_chroma_calm=0.0,
     )  # fmt: skip
 
 

@@ -12,6 +12,13 @@ Fit, in CIE-Lab (L 0..100, a/b about -128..127):
    express (bimodal palettes, skewed tonality).
 3. The displacement field on the grid is smoothed (transport-map regularisation), so the
    map amplifies neither noise nor JPEG blocks.
+
+The map's gain on a compact cluster (a dark suit: a few units of chroma, mostly sensor and
+JPEG noise) is large, 5-6 in a/b: spreading that cluster over the reference's palette is
+the look, but spreading it by its noise gives colour blotches. So the content's chroma in
+dark, near-neutral pixels is replaced by its spatial average there (``calm_dark_chroma``),
+both where the map is fitted and where it is rendered: the spread then follows the
+cluster's large-scale variation and its lightness, not its noise.
 """
 
 from __future__ import annotations
@@ -27,6 +34,15 @@ IDT_ITERATIONS = 10
 IDT_QUANTILES = 256
 MKL_MIN_VARIANCE = 4.0
 MIN_SLOPE, MAX_SLOPE = 0.1, 8.0
+# Dark, near-neutral pixels (``dark_neutral_weight``): sRGB luma and YCbCr chroma magnitude
+# (full weight, no weight), and the Gaussian sigma of their chroma average as a share of
+# the image's long side (a 16-pixel JPEG chroma block of a 1 MP photo is about 1.4 %).
+CALM_LUMA = (0.15, 0.3)
+CALM_CHROMA = (0.05, 0.1)
+CALM_SIGMA = 0.015
+# Rec. 601 chroma rows (Cb, Cr) of RGB, and RGB per unit of Cb / Cr, as the renderer uses.
+CHROMA_ROWS = np.array([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
+RGB_PER_CHROMA = np.array([[0.0, -0.344136, 1.772], [1.402, -0.714136, 0.0]], np.float32)
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -39,6 +55,41 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     """(..., 3) float32 CIE-Lab -> (..., 3) float32 sRGB, not clipped (may leave [0, 1])."""
     flat = np.ascontiguousarray(lab, dtype=np.float32).reshape(-1, 1, 3)
     return cv2.cvtColor(flat, cv2.COLOR_Lab2RGB).reshape(lab.shape)
+
+
+def dark_neutral_weight(rgb: np.ndarray) -> np.ndarray:
+    """(...,) float32 in [0, 1] of (..., 3) sRGB in [0, 1]: 1 for dark, near-neutral
+    colours, falling linearly to 0 at luma CALM_LUMA[1] or chroma CALM_CHROMA[1]."""
+    rgb = np.asarray(rgb, np.float32)
+    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    chroma = np.linalg.norm(rgb @ CHROMA_ROWS.T, axis=-1)
+    dark = np.clip((CALM_LUMA[1] - luma) / (CALM_LUMA[1] - CALM_LUMA[0]), 0.0, 1.0)
+    neutral = np.clip((CALM_CHROMA[1] - chroma) / (CALM_CHROMA[1] - CALM_CHROMA[0]), 0.0, 1.0)
+    return dark * neutral
+
+
+def dark_chroma_average(rgb: np.ndarray) -> np.ndarray:
+    """(h, w, 2) float32 (Cb, Cr): the chroma of an (h, w, 3) sRGB image in [0, 1]
+    averaged (Gaussian, sigma CALM_SIGMA of the long side) over its dark, near-neutral
+    pixels only (normalised convolution), so a bright neighbour does not tint them; the
+    pixel's own chroma where there are none nearby."""
+    rgb = np.asarray(rgb, np.float32)
+    weight = dark_neutral_weight(rgb)
+    chroma = rgb @ CHROMA_ROWS.T
+    sigma = max(0.5, CALM_SIGMA * max(rgb.shape[:2]))
+    total = cv2.GaussianBlur(weight, (0, 0), sigma)
+    weighted = cv2.GaussianBlur(chroma * weight[..., None], (0, 0), sigma)
+    average = weighted / np.maximum(total, 1e-6)[..., None]
+    return np.where(total[..., None] > 1e-3, average, chroma).astype(np.float32)
+
+
+def calm_dark_chroma(rgb: np.ndarray) -> np.ndarray:
+    """(h, w, 3) float32 sRGB in [0, 1] with the chroma of dark, near-neutral pixels moved
+    to its spatial average there (``dark_chroma_average``), by ``dark_neutral_weight``;
+    luma is unchanged. The renderer does the same per pixel."""
+    rgb = np.asarray(rgb, np.float32)
+    change = dark_chroma_average(rgb) - rgb @ CHROMA_ROWS.T
+    return rgb + (dark_neutral_weight(rgb)[..., None] * change) @ RGB_PER_CHROMA
 
 
 def tetrahedral_corners(coords: np.ndarray, size: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -123,7 +123,9 @@ def fit_look(
     """
     content_small, reference_small = thumbnail(content), thumbnail(reference)
     tone_fit = tone.fit_tone(content_small, reference_small)
-    toned = np.clip(tone.apply_tone(content_small, tone_fit), 0, 1)
+    # the map sees the content as the renderer does: dark, near-neutral chroma averaged
+    calmed = colour.calm_dark_chroma(content_small)
+    toned = np.clip(tone.apply_tone(calmed, tone_fit), 0, 1)
     toned_samples = colour.sample_pixels(toned, COLOUR_SAMPLES, seed=1)
     source_lab = rgb_to_lab(toned_samples)
     target_lab = colour.sample_pixels(rgb_to_lab(reference_small), COLOUR_SAMPLES, seed=2)

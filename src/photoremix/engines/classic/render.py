@@ -8,7 +8,10 @@ Pass 1 runs at the content's own resolution (or the output's, when the content i
 values are sRGB-encoded floats in [0, 1]:
 1. two-scale tone: luma Y = base + detail, where base is an edge-preserving (guided
    filter) smoothing of Y; Y' = curve(base) + gain * detail, added equally to R, G, B;
-2. colour: per-channel shaper, then tetrahedral lookup in the 3D LUT;
+2. colour: in dark, near-neutral pixels the chroma (Cb, Cr) moves to its spatial average
+   there, as where the LUT was fitted (``colour.calm_dark_chroma``; the LUT's large gain
+   on such a cluster would turn its noise into blotches); then per-channel shaper and
+   tetrahedral lookup in the 3D LUT;
 3. lightness (when the plan has lightness maps): CIE L* set to a locally affine function
    of the content's L*, chromaticity as the LUT made it (``lightness``);
 4. face guard (inside the soft face mask): the original pixel through its face's own
@@ -33,6 +36,11 @@ import cv2
 import numba
 import numpy as np
 
+from photoremix.engines.classic.colour import (
+    CALM_CHROMA,
+    CALM_LUMA,
+    dark_chroma_average,
+)
 from photoremix.engines.classic.lightness import LightnessMaps
 
 GRAIN_TEMPLATE_SIZE = 512  # power of two: tiling uses a bit mask
@@ -107,6 +115,9 @@ class RenderPlan:
     lightness: locally affine lightness maps (``lightness.fit_lightness``, resampled to
         the grid of coef_a); None = the LUT's own lightness. Inside faces the slope is
         moved towards face_detail_gain, keeping the local mean.
+    dark_chroma_calm: share (0..1) of step 2's move of dark, near-neutral chroma to its
+        spatial average; 1 for a LUT fitted by ``look.fit_look`` (fitted on content so
+        treated), 0 = off.
     """
 
     shaper: np.ndarray
@@ -128,6 +139,7 @@ class RenderPlan:
     knee: float
     dither_seed: int
     lightness: LightnessMaps | None = None
+    dark_chroma_calm: float = 1.0
 
 
 def identity_face_maps() -> np.ndarray:
@@ -260,7 +272,7 @@ def _quantise(v: float, knee: float, dither: float) -> int:
 @numba.njit(cache=True, parallel=True, fastmath=True)
 def _render_look(
     content, shaper, lut, maps, has_light, base_curve, detail_gain, face_detail_gain,
-    face_mask, keep_mask, vignette, face_grain,
+    face_mask, keep_mask, vignette, face_grain, dark_chroma_calm,
     srgb8_linear, root_lstar, root_srgb, look,
 ):  # fmt: skip
     # Steps 1-6 -> look: (H, W, 4) uint16 (``_store``), sRGB values and the share of grain
@@ -301,7 +313,23 @@ def _render_look(
             dy = _curve(base_curve, base) + gain * (y0 - base) - y0
             r, g, b = r0 + dy, g0 + dy, b0 + dy
 
-            # 2. colour LUT, tetrahedral
+            # 2. colour LUT, tetrahedral; dark, near-neutral chroma first moves to its
+            # spatial average (adding dy above left Cb and Cr as they were)
+            cb0 = -0.168736 * r0 - 0.331264 * g0 + 0.5 * b0
+            cr0 = 0.5 * r0 - 0.418688 * g0 - 0.081312 * b0
+            chroma0 = math.sqrt(cb0 * cb0 + cr0 * cr0)
+            calm = dark_chroma_calm * min(
+                max((CALM_LUMA[1] - y0) / (CALM_LUMA[1] - CALM_LUMA[0]), 0.0), 1.0
+            )
+            calm *= min(
+                max((CALM_CHROMA[1] - chroma0) / (CALM_CHROMA[1] - CALM_CHROMA[0]), 0.0), 1.0
+            )
+            if calm > 0.0:
+                d_cb = calm * (_mix(top, bottom, x_lo, x_hi, 10, w00, w01, w10, w11) - cb0)
+                d_cr = calm * (_mix(top, bottom, x_lo, x_hi, 11, w00, w01, w10, w11) - cr0)
+                r += 1.402 * d_cr
+                g += -0.344136 * d_cb - 0.714136 * d_cr
+                b += 1.772 * d_cb
             pr = _curve(shaper[0], r) * (S - 1)
             pg = _curve(shaper[1], g) * (S - 1)
             pb = _curve(shaper[2], b) * (S - 1)
@@ -426,6 +454,10 @@ def render(
             maps.append(cv2.resize(face_map, grid, interpolation=cv2.INTER_LINEAR))
         else:
             maps.append(face_map)
+    # the content's dark, near-neutral chroma averaged, at the maps' grid (Cb, Cr)
+    small = cv2.resize(content, grid, interpolation=cv2.INTER_AREA)
+    average = dark_chroma_average(small.astype(np.float32) / 255.0)
+    maps += [average[..., 0], average[..., 1]]
     look = np.empty((h, w, 4), np.uint16)
     out = np.empty((height, width, 3), np.uint8)
     with _render_lock:
@@ -434,7 +466,7 @@ def render(
             np.ascontiguousarray(np.stack(maps, axis=-1), dtype=np.float32), has_light,
             plan.base_curve,
             plan.detail_gain, plan.face_detail_gain, plan.face_mask, plan.keep_mask,
-            plan.vignette, plan.face_grain,
+            plan.vignette, plan.face_grain, plan.dark_chroma_calm,
             _SRGB8_LINEAR, _ROOT_LSTAR, _ROOT_SRGB, look,
         )  # fmt: skip
         if (w, h) != (width, height):
