@@ -539,6 +539,16 @@ def test_identity_protection_makes_the_face_wording_stricter() -> None:
     assert "change only the light" in texts[2]
 
 
+def test_instruction_counts_the_faces_to_keep_before_the_engine_notes() -> None:
+    roles = ["content", "reference"]
+    assert "The content photo shows" not in remix_instruction(None, [], 0.0, roles, face_count=0)
+    one = remix_instruction(None, [], 0.0, roles, face_count=1, notes=["NOTE"])
+    assert one.index("shows one face; keep that person recognisable") < one.index("NOTE")
+    three = remix_instruction("be bold", [], 0.0, roles, face_count=3)
+    assert "shows 3 faces; keep every one recognisable" in three
+    assert three.endswith("be bold")
+
+
 def test_instruction_rejects_roles_that_do_not_match_the_names() -> None:
     with pytest.raises(ValueError):
         remix_instruction(None, ["Ann"], 0.0, ["content", "reference"])

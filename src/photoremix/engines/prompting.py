@@ -37,6 +37,7 @@ def remix_instruction(
     image_roles: Sequence[str],
     *,
     image_label: str = "Image",
+    face_count: int = 0,
     notes: Sequence[str] = (),
 ) -> str:
     """The instruction for a remix of the images attached in the order of ``image_roles``.
@@ -51,6 +52,8 @@ def remix_instruction(
         "reference", "identity"]``; exactly one content and one reference image.
     image_label: what the model calls an attached image: "Image" (Gemini), "Picture"
         (Qwen-Image-Edit prefixes its inputs with "Picture 1:", "Picture 2:", ...).
+    face_count: faces detected in the content photo; when any, a sentence names how many
+        must stay recognisable.
     notes: extra engine-specific sentences (strength, variation hints), placed before the
         user's instructions so that the user's words come last.
 
@@ -105,6 +108,12 @@ def remix_instruction(
             "they are not in the content photo."
         )
     paragraphs.append(_face_wording(identity_protection))
+    if face_count == 1:
+        paragraphs.append("The content photo shows one face; keep that person recognisable.")
+    elif face_count > 1:
+        paragraphs.append(
+            f"The content photo shows {face_count} faces; keep every one recognisable."
+        )
     paragraphs.extend(note.strip() for note in notes if note.strip())
     if user_prompt and user_prompt.strip():
         paragraphs.append(

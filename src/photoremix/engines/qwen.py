@@ -355,20 +355,14 @@ class QwenEngine:
         self, request: RemixRequest, identities: Sequence[IdentityImage], face_count: int
     ) -> str:
         roles = [ROLE_CONTENT, ROLE_REFERENCE, *([ROLE_IDENTITY] * len(identities))]
-        notes = [strength_note(request.style_strength)]
-        if face_count == 1:
-            notes.insert(0, "The content photo shows one face; keep that person recognisable.")
-        elif face_count > 1:
-            notes.insert(
-                0, f"The content photo shows {face_count} faces; keep every one recognisable."
-            )
         return remix_instruction(
             request.prompt,
             [identity.name for identity in identities],
             request.identity_protection,
             roles,
             image_label=IMAGE_LABEL,
-            notes=notes,
+            face_count=face_count,
+            notes=[strength_note(request.style_strength)],
         )
 
     def _render(
