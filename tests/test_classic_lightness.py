@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 
 from photoremix.engines import RemixRequest, get_engine
-from photoremix.engines.classic import colour, lightness, tone, vignette
+from photoremix.engines.classic import colour, lightness, vignette
 from photoremix.engines.classic import engine as engine_module
 from photoremix.engines.classic.face_guard import to_ycbcr
 from photoremix.engines.classic.render import (
-    GRAIN_TEMPLATE_SIZE,
     RenderPlan,
-    identity_face_maps,
     render,
 )
 from photoremix.evaluation.metrics import structure_score
+from test_classic_operators import identity_plan
 
 
 def lightness_field(seed: int, shape: tuple[int, int] = (120, 160)) -> np.ndarray:
@@ -45,18 +44,7 @@ def colour_image(seed: int, shape: tuple[int, int] = (96, 128)) -> np.ndarray:
 
 def plan_for(shape: tuple[int, int], lut: colour.Lut | None = None, **changes) -> RenderPlan:
     """A plan that changes nothing but what ``changes`` set (grain off, tiny dither)."""
-    lut = lut or colour.identity_lut()
-    plan = RenderPlan(
-        shaper=lut.shaper, lut=lut.values,
-        coef_a=np.ones((8, 8), np.float32), coef_b=np.zeros((8, 8), np.float32),
-        base_curve=tone.identity_tone().base_curve, detail_gain=1.0, face_detail_gain=1.0,
-        face_mask=np.zeros((1, 1), np.uint8), keep_mask=np.full((1, 1), 255, np.uint8),
-        face_maps=identity_face_maps(), vignette=0.0,
-        grain=np.zeros((GRAIN_TEMPLATE_SIZE, GRAIN_TEMPLATE_SIZE, 3), np.float32),
-        grain_curve=np.zeros(16, np.float32), face_grain=0.3, grain_chroma=0.0,
-        grain_offset=(0, 0), knee=0.999, dither_seed=1,
-    )  # fmt: skip
-    return dataclasses.replace(plan, **changes)
+    return dataclasses.replace(identity_plan(shape, lut), **changes)
 
 
 def lstar(image: np.ndarray) -> np.ndarray:
