@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synthetic import synthetic_pair
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 PORTRAIT_TAG_PREFIX = "portrait"
 
@@ -44,23 +46,6 @@ def _reset_peak_rss() -> bool:
     return True
 
 
-def _synthetic_pair() -> tuple[np.ndarray, np.ndarray]:
-    """A 4000x3000 content (phone photo size) and a 1600x1067 reference, uint8 RGB."""
-    rng = np.random.default_rng(0)
-
-    def image(width: int, height: int, colours: list[list[float]]) -> np.ndarray:
-        x = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
-        y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
-        base = 255 * (x * np.float32(colours[0]) + y * np.float32(colours[1]))
-        noise = rng.normal(0, 10, size=(height, width, 1)).astype(np.float32)
-        return np.clip(base + noise, 0, 255).astype(np.uint8)
-
-    return (
-        image(4000, 3000, [[0.7, 0.5, 0.3], [0.2, 0.3, 0.5]]),
-        image(1600, 1067, [[0.2, 0.4, 0.8], [0.6, 0.2, 0.1]]),
-    )
-
-
 def child(content_path: str | None, reference_path: str | None) -> None:
     """Runs in the fresh process; prints one JSON line of measurements."""
     from photoremix.engines import RemixRequest, get_engine
@@ -73,7 +58,7 @@ def child(content_path: str | None, reference_path: str | None) -> None:
     if content_path and reference_path:
         content, reference = decode_image(Path(content_path)), decode_image(Path(reference_path))
     else:
-        content, reference = _synthetic_pair()
+        content, reference = synthetic_pair((4000, 3000), (1600, 1067))  # a phone photo's size
     output_size = output_size_2k(content.shape[1], content.shape[0])
     before_remix = _current_rss_kib()
     reset = _reset_peak_rss()

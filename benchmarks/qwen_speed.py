@@ -36,23 +36,7 @@ from photoremix.engines import EngineError, RemixRequest
 from photoremix.engines.qwen import WORKING_AREA, QwenEngine
 from photoremix.imaging import decode_image, output_size_2k
 from photoremix.settings import Settings
-
-
-def synthetic_pair() -> tuple[np.ndarray, np.ndarray]:
-    """A 4:3 content (1600x1200) and a square reference (1024x1024), uint8 RGB."""
-    rng = np.random.default_rng(0)
-
-    def image(width: int, height: int, colours: list[list[float]]) -> np.ndarray:
-        x = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
-        y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
-        base = 255 * (x * np.float32(colours[0]) + y * np.float32(colours[1]))
-        noise = rng.normal(0, 10, size=(height, width, 1)).astype(np.float32)
-        return np.clip(base + noise, 0, 255).astype(np.uint8)
-
-    return (
-        image(1600, 1200, [[0.7, 0.5, 0.3], [0.2, 0.3, 0.5]]),
-        image(1024, 1024, [[0.2, 0.4, 0.8], [0.6, 0.2, 0.1]]),
-    )
+from synthetic import synthetic_pair
 
 
 def measure(
@@ -149,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.content is not None:
         content, reference = decode_image(args.content), decode_image(args.reference)
     else:
-        content, reference = synthetic_pair()
+        content, reference = synthetic_pair((1600, 1200), (1024, 1024))  # 4:3, square
     try:
         with tempfile.TemporaryDirectory() as data_dir:
             settings = Settings(
