@@ -59,7 +59,8 @@ from photoremix.engines.prompting import (
     ROLE_CONTENT,
     ROLE_IDENTITY,
     ROLE_REFERENCE,
-    face_treatment,
+    identities_within,
+    identity_report,
     remix_instruction,
     strength_note,
 )
@@ -305,9 +306,10 @@ class GeminiEngine:
                 aspect_ratio=aspect_ratio, image_size=self.limits.image_size
             ),
         )
-        identity_room = self.limits.max_input_images - 2
-        sent_identities = request.identities[:identity_room]
-        left_out = [identity.name for identity in request.identities[identity_room:]]
+        # two inputs are the content and the reference
+        sent_identities, left_out = identities_within(
+            request.identities, self.limits.max_input_images - 2
+        )
         images = [
             _image_part(request.content, UPLOAD_LONG_SIDE),
             _image_part(request.reference, UPLOAD_LONG_SIDE),
@@ -325,14 +327,14 @@ class GeminiEngine:
             "aspect_ratio": aspect_ratio,
             "image_size": self.limits.image_size or "the model's only size (1K)",
             "seed": "not sent: Gemini has no seed parameter; the seed only labels the output",
-            "faces_in_content": len(faces),
-            "identity_photos": [identity.name for identity in sent_identities],
-            "identity_protection": round(float(request.identity_protection), 3),
-            "style_strength": request.style_strength,
-            "faces": face_treatment(len(faces), sent_identities, request.identity_protection),
+            **identity_report(
+                len(faces),
+                sent_identities,
+                left_out,
+                request.identity_protection,
+                request.style_strength,
+            ),
         }
-        if left_out:
-            applied_shared["identity_photos_left_out"] = left_out
 
         indices = range(request.variation_offset, request.variation_offset + request.num_outputs)
         futures: dict[Future[RemixOutput], int] = {}

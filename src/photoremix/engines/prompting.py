@@ -17,7 +17,7 @@ Roles, in the order the images are attached:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from photoremix.engines.base import IdentityImage
 
@@ -154,6 +154,34 @@ def strength_note(style_strength: float | None) -> str:
     if style_strength > 0.8:
         return "Apply the reference's look fully."
     return "Apply the reference's look at moderate strength."
+
+
+def identities_within(
+    identities: Sequence[IdentityImage], room: int
+) -> tuple[tuple[IdentityImage, ...], list[str]]:
+    """The identity photos that fit the model's ``room`` spare input images, in order, and
+    the names of those left out (reported, never dropped silently)."""
+    return tuple(identities[:room]), [identity.name for identity in identities[room:]]
+
+
+def identity_report(
+    face_count: int,
+    sent: Sequence[IdentityImage],
+    left_out: Sequence[str],
+    identity_protection: float,
+    style_strength: float | None,
+) -> dict[str, Any]:
+    """The ``applied`` fields every generative engine reports about faces and identities."""
+    report: dict[str, Any] = {
+        "faces_in_content": face_count,
+        "identity_photos": [identity.name for identity in sent],
+        "identity_protection": round(float(identity_protection), 3),
+        "style_strength": style_strength,
+        "faces": face_treatment(face_count, sent, identity_protection),
+    }
+    if left_out:
+        report["identity_photos_left_out"] = list(left_out)
+    return report
 
 
 def face_treatment(

@@ -65,7 +65,8 @@ from photoremix.engines.prompting import (
     ROLE_CONTENT,
     ROLE_IDENTITY,
     ROLE_REFERENCE,
-    face_treatment,
+    identities_within,
+    identity_report,
     remix_instruction,
     strength_note,
 )
@@ -287,9 +288,8 @@ class QwenEngine:
         faces = request.faces if request.faces is not None else detect_faces(request.content)
         t_faces = time.perf_counter()
 
-        identity_room = MAX_INPUT_IMAGES - 2
-        sent_identities = request.identities[:identity_room]
-        left_out = [identity.name for identity in request.identities[identity_room:]]
+        # two inputs are the content and the reference
+        sent_identities, left_out = identities_within(request.identities, MAX_INPUT_IMAGES - 2)
         images = [
             Image.fromarray(np.ascontiguousarray(picture))
             for picture in (
@@ -314,14 +314,14 @@ class QwenEngine:
             "steps": self.steps,
             "true_cfg_scale": self.true_cfg_scale,
             "working_size": [width, height],
-            "faces_in_content": len(faces),
-            "identity_photos": [identity.name for identity in sent_identities],
-            "identity_protection": round(float(request.identity_protection), 3),
-            "style_strength": request.style_strength,
-            "faces": face_treatment(len(faces), sent_identities, request.identity_protection),
+            **identity_report(
+                len(faces),
+                sent_identities,
+                left_out,
+                request.identity_protection,
+                request.style_strength,
+            ),
         }
-        if left_out:
-            applied_shared["identity_photos_left_out"] = left_out
 
         outputs: list[RemixOutput] = []
         first = request.variation_offset
