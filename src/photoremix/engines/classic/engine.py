@@ -156,6 +156,24 @@ def texture_strength(
     return float(np.clip(strength * (1.0 - protection), 0.0, 2.0))
 
 
+def reference_palette_share(
+    look_strength: float, directives: Directives, identity_protection: float
+) -> float:
+    """How far the texture stage takes the painted pixels to the reference's own palette
+    (``texture.transfer_texture``'s ``palette_from_reference``), in [0, 1].
+
+    The look's strength (capped at 1) times (1 - identity_protection). 0 when the prompt
+    asked to keep the colours or the lighting, or for black and white (there the colour
+    stage's palette is what was asked for), and to keep the background (the pass would
+    give the subject the colours the kept background lacks).
+    """
+    held_back = directives.keep_colours or directives.keep_lighting or directives.monochrome
+    if held_back or directives.keep_background:
+        return 0.0
+    protection = float(np.clip(identity_protection, 0.0, 1.0))
+    return float(np.clip(look_strength, 0.0, 1.0)) * (1.0 - protection)
+
+
 class ClassicEngine:
     """Look transfer: colour LUT, two-scale tone, locally affine lightness, grain, vignette,
     face guard, and the reference's marks when it is a painting, print or drawing.
@@ -229,6 +247,9 @@ class ClassicEngine:
             strength = texture_strength(
                 artistic, base_strength, variation, directives, request.identity_protection
             )
+            palette_share = reference_palette_share(
+                applied["strength"], directives, request.identity_protection
+            )
             if strength > 0:
                 image = texture_module.transfer_texture(
                     image,
@@ -237,10 +258,12 @@ class ClassicEngine:
                     face_mask=texture_mask,
                     seed=seed,
                     keep_skin=directives.keep_skin_tones,
+                    palette_from_reference=palette_share,
                 )
                 applied["texture"] = {
                     "strength": round(strength, 3),
                     "artistic": round(artistic, 3),
+                    "palette_from_reference": round(palette_share, 3),
                 }
             else:
                 applied["texture"] = self._texture_off_note(artistic, request.identity_protection)
