@@ -11,7 +11,8 @@ Pipeline (docs/classic-engine.md has the reasoning):
      dither at the output size
   -> texture (``texture.transfer_texture``), only for references that read as painted,
      printed or drawn (``artistic.artistic_strength`` > 0): the reference's marks
-     synthesised onto the render, faces untouched.
+     synthesised onto the render, then everything but the faces moved onto the
+     painting's own palette (``reference_palette_share``); faces untouched.
 Every detected face gets a guard: inside it the original pixels go through one affine
 YCbCr map per face, the look's average change on that face within limits, so the face
 keeps its own detail (``face_guard``).
