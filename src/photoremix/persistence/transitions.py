@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Row, update
 from sqlalchemy.orm import Session
 
 
@@ -37,3 +37,29 @@ def transition(
     if row is not None:
         session.refresh(row)
     return result.rowcount == 1  # type: ignore[attr-defined, no-any-return]
+
+
+def transition_returning(
+    session: Session,
+    table: type[Any],
+    row_id: str,
+    from_statuses: Sequence[str],
+    columns: Sequence[Any],
+    /,
+    **values: Any,
+) -> Row[Any] | None:
+    """``transition`` that also reads ``columns`` of the row as updated, in the same
+    statement (``UPDATE ... RETURNING``); None when the row was not in ``from_statuses``.
+    One statement where a status change and a SELECT of what the winner needs would be
+    two, on the path of every remix."""
+    row = session.execute(
+        update(table)
+        .where(table.id == row_id, table.status.in_(from_statuses))
+        .values(**values)
+        .returning(*columns)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    loaded = session.identity_map.get(session.identity_key(table, row_id))
+    if loaded is not None:
+        session.refresh(loaded)
+    return row

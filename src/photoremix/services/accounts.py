@@ -230,6 +230,15 @@ def _move_balance(
 
     Callers that take money out guard against overdraft themselves (billing.reserve).
     """
+    balance = _add_to_balance(session, account_id, amount)
+    return _record(
+        session, account_id, amount, balance, kind, note, reference, closes_reservation_id
+    )
+
+
+def _add_to_balance(session: Session, account_id: str, amount: Decimal) -> Decimal:
+    """Add ``amount`` (signed) to the balance in SQL; the new balance (RETURNING). The
+    caller writes the ledger row(s) in the same transaction."""
     balance = session.execute(
         update(Account)
         .where(Account.id == account_id)
@@ -239,9 +248,7 @@ def _move_balance(
     ).scalar_one_or_none()
     if balance is None:
         raise UnknownAccount(f"no account with id {account_id!r}")
-    return _record(
-        session, account_id, amount, balance, kind, note, reference, closes_reservation_id
-    )
+    return balance  # type: ignore[no-any-return]
 
 
 def _record(
@@ -253,9 +260,13 @@ def _record(
     note: str,
     reference: str | None,
     closes_reservation_id: int | None,
+    *,
+    flush: bool = True,
 ) -> LedgerEntry:
     """Write the ledger row for a balance change already applied in this transaction
-    (``balance_after``: the balance the UPDATE produced, from its RETURNING clause)."""
+    (``balance_after``: the balance the UPDATE produced, from its RETURNING clause).
+    flush=False leaves the INSERT to the next flush, so rows written together go in one
+    statement."""
     # An Account object this session already holds still has the old balance. Looked up
     # in the identity map only: loading one here would cost a SELECT for nothing.
     account = session.identity_map.get(session.identity_key(Account, account_id))
@@ -271,5 +282,6 @@ def _record(
         closes_reservation_id=closes_reservation_id,
     )
     session.add(entry)
-    session.flush()
+    if flush:
+        session.flush()
     return entry

@@ -26,6 +26,7 @@ from photoremix.persistence.models import Account, LedgerEntry
 from photoremix.services.accounts import (
     AccountError,
     InvalidAmount,
+    _add_to_balance,
     _move_balance,
     _record,
     get_account,
@@ -145,28 +146,47 @@ def reserve(
 def settle(session: Session, reservation: Reservation, charged: Decimal | str) -> LedgerEntry:
     """Charge ``charged`` (at most the reserved amount) and refund the rest.
 
+    Two ledger rows, ``settle`` (amount 0: the money already left the balance at reserve
+    time) and, when something is left, ``refund``, from one balance UPDATE and one INSERT.
     Returns the ``settle`` row; raises ``ReservationClosed`` if already settled/refunded.
     """
     charge = parse_money(charged, allow_zero=True)
     if charge > reservation.amount:
         raise InvalidAmount(f"cannot charge {charge}: only {reservation.amount} was reserved")
-    settle_row = _close(
-        session,
-        reservation,
-        kind="settle",
-        amount=Decimal("0.00"),  # the money already left the balance at reserve time
-        note=f"charged {charge} of {reservation.amount} reserved",
-    )
     rest = reservation.amount - charge
-    if rest:
-        _move_balance(
-            session,
-            reservation.account_id,
-            rest,
-            "refund",
-            note=f"unused part of reservation {reservation.ledger_entry_id}",
-            reference=reservation.reference,
-        )
+    account_id, reference = reservation.account_id, reservation.reference
+    # The unique closes_reservation_id makes a second close fail inside the database,
+    # even when two processes try at once; the savepoint keeps the caller's transaction.
+    try:
+        with session.begin_nested():  # its end flushes both rows
+            balance = _add_to_balance(session, account_id, rest)
+            settle_row = _record(
+                session,
+                account_id,
+                Decimal("0.00"),
+                balance - rest,
+                "settle",
+                note=f"charged {charge} of {reservation.amount} reserved",
+                reference=reference,
+                closes_reservation_id=reservation.ledger_entry_id,
+                flush=False,
+            )
+            if rest:
+                _record(
+                    session,
+                    account_id,
+                    rest,
+                    balance,
+                    "refund",
+                    note=f"unused part of reservation {reservation.ledger_entry_id}",
+                    reference=reference,
+                    closes_reservation_id=None,
+                    flush=False,
+                )
+    except IntegrityError:
+        raise ReservationClosed(
+            f"reservation {reservation.ledger_entry_id} was already settled or refunded"
+        ) from None
     return settle_row
 
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from photoremix.persistence.models import Job, new_id, utcnow
-from photoremix.persistence.transitions import transition
+from photoremix.persistence.transitions import transition, transition_returning
 from photoremix.services import billing
 
 UNFINISHED = ("queued", "running")
@@ -91,16 +91,28 @@ def find_by_client_request_id(
     ).first()
 
 
-def mark_running(session: Session, job_id: str) -> bool:
-    """``queued -> running``; False when the job is no longer queued (e.g. timed out)."""
-    return _move(session, job_id, ("queued",), status="running", started_at=utcnow())
+def mark_running(session: Session, job_id: str) -> tuple[dict[str, Any], bool] | None:
+    """``queued -> running``, returning (params, is_async), what a worker needs to run the
+    job, read by the same statement; None when the job is no longer queued (e.g. it
+    timed out)."""
+    row = transition_returning(
+        session,
+        Job,
+        job_id,
+        ("queued",),
+        (Job.params, Job.is_async),
+        status="running",
+        started_at=utcnow(),
+    )
+    return None if row is None else (dict(row.params), bool(row.is_async))
 
 
-def run_parameters(session: Session, job_id: str) -> tuple[dict[str, Any], bool]:
-    """(params, is_async) of an existing job: what a worker needs to run it (two columns,
-    not the whole row: this is on every remix's path)."""
-    row = session.execute(select(Job.params, Job.is_async).where(Job.id == job_id)).one()
-    return dict(row.params), bool(row.is_async)
+def prices_of(params: dict[str, Any]) -> billing.Prices:
+    """The prices a job was accepted at (``params["prices"]``). Fixed when the job is
+    accepted, so a price change while it runs (or across a restart) cannot charge more
+    than was reserved."""
+    prices = params["prices"]
+    return billing.Prices(Decimal(prices["per_output"]), Decimal(prices["per_recognised_output"]))
 
 
 def requeue(session: Session, job_id: str) -> bool:
@@ -108,31 +120,28 @@ def requeue(session: Session, job_id: str) -> bool:
     return _move(session, job_id, ("running",), status="queued", started_at=None)
 
 
-def succeed(
-    session: Session, job_id: str, result: dict[str, Any], outputs: int, recognised: int
-) -> Decimal | None:
-    """``running -> succeeded``, charging for the outputs and refunding the rest.
+def succeed(session: Session, job_id: str, result: dict[str, Any], charge: Decimal) -> bool:
+    """``running -> succeeded``, charging ``charge`` (``prices_of(params).charge(...)``,
+    at most what was reserved) and refunding the rest.
 
-    Returns the charge, or None when the job had already been finished by someone else
-    (its timeout, a restart): then nothing is charged and the caller discards its work.
+    False when the job had already been finished by someone else (its timeout, a
+    restart): then nothing is charged and the caller discards its work.
     """
-    money = _money_of(session, job_id)
-    if money is None:
-        return None
-    prices, reservation_id = money
-    charge = prices.charge(outputs, recognised)
-    if not _move(
+    row = transition_returning(
         session,
+        Job,
         job_id,
         ("running",),
+        _RESERVATION_COLUMNS,
         status="succeeded",
         result=result,
         charged=charge,
         finished_at=utcnow(),
-    ):
-        return None
-    billing.settle(session, billing.load_reservation(session, reservation_id), charge)
-    return charge
+    )
+    if row is None:
+        return False
+    billing.settle(session, _reservation(job_id, row), charge)
+    return True
 
 
 def fail(session: Session, job_id: str, failure: JobFailure) -> bool:
@@ -140,20 +149,20 @@ def fail(session: Session, job_id: str, failure: JobFailure) -> bool:
 
     False when the job had already finished (then its money was already settled).
     """
-    money = _money_of(session, job_id)
-    if money is None:
-        return False
-    if not _move(
+    row = transition_returning(
         session,
+        Job,
         job_id,
         UNFINISHED,
+        _RESERVATION_COLUMNS,
         status="failed",
         error=failure.as_dict(),
         charged=Decimal("0.00"),
         finished_at=utcnow(),
-    ):
+    )
+    if row is None:
         return False
-    reservation = billing.load_reservation(session, money[1])
+    reservation = _reservation(job_id, row)
     billing.refund(session, reservation, note=f"job {job_id} failed: {failure.code}")
     return True
 
@@ -176,21 +185,18 @@ def _move(session: Session, job_id: str, from_statuses: Sequence[str], **values:
     return transition(session, Job, job_id, from_statuses, **values)
 
 
-def _money_of(session: Session, job_id: str) -> tuple[billing.Prices, int | None] | None:
-    """The job's prices and reservation row id; None for an unknown job.
+# What a finished job's money needs, read by the status change itself.
+_RESERVATION_COLUMNS = (Job.account_id, Job.reserved, Job.reservation_id)
 
-    Two columns, not the Job object: loading it would also make ``transition`` refresh it
-    (one more SELECT of the whole row) on the hot path of every remix.
-    """
-    row = session.execute(
-        select(Job.params, Job.reservation_id).where(Job.id == job_id)
-    ).one_or_none()
-    if row is None:
-        return None
-    # Prices are fixed when the job is accepted, so a price change while it runs (or across
-    # a restart) cannot charge more than was reserved.
-    prices = row.params["prices"]
-    return (
-        billing.Prices(Decimal(prices["per_output"]), Decimal(prices["per_recognised_output"])),
-        row.reservation_id,
+
+def _reservation(job_id: str, row: Row[Any]) -> billing.Reservation:
+    """The reservation ``create_job`` made for the job (``row``: _RESERVATION_COLUMNS),
+    without reading its ledger row back."""
+    if row.reservation_id is None:
+        raise ValueError(f"job {job_id} holds no reservation")
+    return billing.Reservation(
+        account_id=row.account_id,
+        amount=row.reserved,
+        reference=f"job:{job_id}",
+        ledger_entry_id=row.reservation_id,
     )

@@ -389,9 +389,10 @@ class RemixService:
     ) -> dict[str, Any]:
         """Render, store and settle one job. Returns the sync response; raises ServiceError."""
         with self.sessions.begin() as session:
-            if not jobs.mark_running(session, job_id):
-                raise TimedOut("The remix was cancelled before it started.")
-            params, is_async = jobs.run_parameters(session, job_id)
+            started = jobs.mark_running(session, job_id)
+        if started is None:
+            raise TimedOut("The remix was cancelled before it started.")
+        params, is_async = started
         if deadline is None:
             deadline = time.monotonic() + self.settings.async_timeout_s
         try:
@@ -416,9 +417,10 @@ class RemixService:
         # What the database keeps: storage keys, not signed URLs (signed on every read).
         kept = {**response, "images": [], "download_urls": [], "output_keys": stored_keys}
         outputs, recognised = len(rendered.outputs), rendered.recognised_outputs
+        charge = jobs.prices_of(params).charge(outputs, recognised)
         with self.sessions.begin() as session:
-            charge = jobs.succeed(session, job_id, kept, outputs, recognised)
-        if charge is None:  # timed out meanwhile: the caller got a 504 and a refund
+            succeeded = jobs.succeed(session, job_id, kept, charge)
+        if not succeeded:  # timed out meanwhile: the caller got a 504 and a refund
             for key in stored_keys:
                 self.storage.delete(key)
             raise TimedOut("The remix exceeded its time limit.")
