@@ -284,6 +284,10 @@ def test_classic_engine_round_trip(tmp_path: Path, response_mode: str, output_fo
     assert report["engine"] == "classic"
     assert report["seed"] == 3
     assert report["unhandled_instructions"] == [unknown_instruction]
+    # The seconds per stage, the service's own included: fetching / decoding the inputs,
+    # recognition, and encoding the output (what benchmarks/service_overhead.py subtracts).
+    for stage in ("load_inputs", "recognise", "encode", "render"):
+        assert report["timings"][stage] > 0, stage
 
 
 # --- bad input: each refused with the right 4xx, no money moved, still serving -------------

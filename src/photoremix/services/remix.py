@@ -151,10 +151,12 @@ class RemixSubmission:
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """An input image: its encoded bytes (kept for async jobs) and its pixels (H, W, 3)."""
+    """An input image: its encoded bytes (kept for async jobs), its pixels (H, W, 3), and
+    the seconds it took to fetch or base64-decode and then decode it."""
 
     encoded: bytes
     pixels: np.ndarray
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -485,6 +487,7 @@ class RemixService:
                 counts[profile_id] = counts.get(profile_id, 0) + 1
         outputs = [item.output for item in checked]
         outputs[0].report.timings["recognise"] = recognise_s
+        outputs[0].report.timings["load_inputs"] = sum(image.seconds for image in inputs)
         recognised_outputs = sum(bool(item.recognised_profiles) for item in checked)
         return _Rendered(outputs, counts, recognised_outputs)
 
@@ -563,8 +566,10 @@ class RemixService:
     def _kept_inputs(self, job_id: str) -> tuple[LoadedImage, LoadedImage]:
         loaded = []
         for role in ("input", "reference"):
+            started = time.perf_counter()
             encoded = self.storage.get(f"jobs/{job_id}/{role}").data
-            loaded.append(LoadedImage(encoded=encoded, pixels=decode_image(encoded)))
+            pixels = decode_image(encoded)
+            loaded.append(LoadedImage(encoded, pixels, seconds=time.perf_counter() - started))
         return loaded[0], loaded[1]
 
     def _after_async(self, job_id: str) -> None:
@@ -713,12 +718,14 @@ class RemixService:
 
     def _load(self, source: str, field_name: str) -> LoadedImage:
         """Fetch (URL) or decode (base64 / data URI) one input; 400 on any problem."""
+        started = time.perf_counter()
         try:
             if _URL_SCHEME.match(source.strip()):
                 encoded = fetch_url(source.strip(), self.fetch_policy)
             else:
                 encoded = decode_image_text(source)
-            return LoadedImage(encoded=encoded, pixels=decode_image(encoded))
+            pixels = decode_image(encoded)
+            return LoadedImage(encoded, pixels, seconds=time.perf_counter() - started)
         except FetchError as error:
             raise InvalidRequest(f"{field_name}: {error}", code="image_fetch_failed") from None
         except ImageError as error:
