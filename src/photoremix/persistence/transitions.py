@@ -25,18 +25,8 @@ def transition(
     """Set ``values`` (column names, positional-only parameters avoid clashes) on row
     ``row_id`` of ``table`` if its status is one of ``from_statuses``; True if it was.
     A loaded instance of the row is refreshed."""
-    result = session.execute(
-        update(table)
-        .where(table.id == row_id, table.status.in_(from_statuses))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    # Only an instance this session already holds needs refreshing; loading one would
-    # cost a SELECT for nothing.
-    row = session.identity_map.get(session.identity_key(table, row_id))
-    if row is not None:
-        session.refresh(row)
-    return result.rowcount == 1  # type: ignore[attr-defined, no-any-return]
+    changed = transition_returning(session, table, row_id, from_statuses, (table.id,), **values)
+    return changed is not None
 
 
 def transition_returning(
@@ -59,6 +49,8 @@ def transition_returning(
         .returning(*columns)
         .execution_options(synchronize_session=False)
     ).one_or_none()
+    # Only an instance this session already holds needs refreshing; loading one would
+    # cost a SELECT for nothing.
     loaded = session.identity_map.get(session.identity_key(table, row_id))
     if loaded is not None:
         session.refresh(loaded)

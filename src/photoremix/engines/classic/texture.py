@@ -341,8 +341,7 @@ def synthesize(
 
 def _quantile_knots(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(QUANTILES,) float32 quantiles of 1-D ``values``, from a random subsample."""
-    if values.size > QUANTILE_SAMPLE:
-        values = values[rng.integers(0, values.size, QUANTILE_SAMPLE)]
+    values = _subsample(values, rng)
     levels = (np.arange(QUANTILES) + 0.5) / QUANTILES
     return np.quantile(values, levels).astype(np.float32)
 
