@@ -59,7 +59,7 @@ def create_job(
     # A duplicate client_request_id fails at the INSERT; the caller's rollback then takes
     # the reservation back with it.
     job_id = new_id()
-    reservation = billing.reserve(session, account_id, reserve, reference=f"job:{job_id}")
+    reservation = billing.reserve(session, account_id, reserve, reference=_ledger_reference(job_id))
     job = Job(
         id=job_id,
         account_id=account_id,
@@ -185,6 +185,11 @@ def _move(session: Session, job_id: str, from_statuses: Sequence[str], **values:
     return transition(session, Job, job_id, from_statuses, **values)
 
 
+def _ledger_reference(job_id: str) -> str:
+    """The ``reference`` of a job's ledger rows."""
+    return f"job:{job_id}"
+
+
 # What a finished job's money needs, read by the status change itself.
 _RESERVATION_COLUMNS = (Job.account_id, Job.reserved, Job.reservation_id)
 
@@ -197,6 +202,6 @@ def _reservation(job_id: str, row: Row[Any]) -> billing.Reservation:
     return billing.Reservation(
         account_id=row.account_id,
         amount=row.reserved,
-        reference=f"job:{job_id}",
+        reference=_ledger_reference(job_id),
         ledger_entry_id=row.reservation_id,
     )

@@ -138,6 +138,12 @@ def content_at_render_size(image: np.ndarray, output_size: tuple[int, int]) -> n
     return cv2.resize(image, output_size, interpolation=cv2.INTER_AREA)
 
 
+def look_strength(base_strength: float, variation: Variation, directives: Directives) -> float:
+    """Strength of the look for one variation, in [0, 1.6]: ``style_strength`` times the
+    variation's times the prompt's "stronger" / "subtle"."""
+    return float(np.clip(base_strength * variation.strength * directives.strength, 0.0, 1.6))
+
+
 def texture_strength(
     artistic: float,
     base_strength: float,
@@ -249,7 +255,9 @@ class ClassicEngine:
                 artistic, base_strength, variation, directives, request.identity_protection
             )
             palette_share = reference_palette_share(
-                applied["strength"], directives, request.identity_protection
+                look_strength(base_strength, variation, directives),
+                directives,
+                request.identity_protection,
             )
             if strength > 0:
                 image = texture_module.transfer_texture(
@@ -347,9 +355,7 @@ class ClassicEngine:
         output_size: tuple[int, int],
         protection: float = 0.0,
     ) -> tuple[RenderPlan, dict, face_guard.FaceLimits]:
-        strength = float(
-            np.clip(base_strength * variation.strength * directives.strength, 0.0, 1.6)
-        )
+        strength = look_strength(base_strength, variation, directives)
         lut = look.lut_for(
             strength,
             warmth=variation.warmth + directives.warmth,
