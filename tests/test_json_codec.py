@@ -66,3 +66,26 @@ def test_bodies_the_fast_parser_refuses_get_the_standard_parse(client: TestClien
 def test_non_finite_numbers_are_written_as_null() -> None:
     body = FastJSONResponse({"nan": math.nan, "inf": math.inf, "ok": 1.25}).body
     assert json.loads(body) == {"nan": None, "inf": None, "ok": 1.25}
+
+
+def test_responses_write_other_types_as_pydantic_core_does() -> None:
+    import datetime
+    import decimal
+    import uuid
+
+    document = {
+        "when": datetime.datetime(2026, 11, 24, 15, 6, 9, tzinfo=datetime.UTC),
+        "money": decimal.Decimal("0.15"),
+        "id": uuid.UUID(int=7),
+        1: "int key",
+    }
+    expected = {
+        "when": "2026-11-24T15:06:09Z",
+        "money": "0.15",
+        "id": "00000000-0000-0000-0000-000000000007",
+        "1": "int key",
+    }
+    assert json.loads(FastJSONResponse(document).body) == expected
+    # An int beyond orjson's 64 bits: the whole document is written by pydantic-core.
+    with_big = json.loads(FastJSONResponse({**document, "big": 2**70}).body)
+    assert with_big == {**expected, "big": 2**70}

@@ -1,13 +1,15 @@
-"""JSON in and out through pydantic-core's Rust codec.
+"""JSON in and out through Rust codecs.
 
 A 2K remix in ``bytes`` mode carries megabytes of base64 each way: the standard library's
 ``json`` takes ~5 ms to parse such a request and ~4 ms to write such a response, which is
 most of what the service adds around the work itself (issue 3 asks for under 15 ms).
-``pydantic_core.from_json`` / ``to_json`` do the same in well under a millisecond.
+Measured on a 3.9 MB request and a 1.5 MB response, the fastest of each direction is
+used: ``pydantic_core.from_json`` parses in 0.5 ms (orjson 3.3 ms), ``orjson.dumps`` writes
+in 0.1 ms (pydantic-core 0.8 ms).
 
 Behaviour stays the standard one: a body the fast parser refuses is parsed again with
 ``json`` (via Starlette), so malformed, non-UTF-8 or UTF-16 bodies get exactly the errors
-and results they always did.
+and results they always did; a value orjson cannot write is written by pydantic-core.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import orjson
 import pydantic_core
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -22,11 +25,24 @@ from fastapi.routing import APIRoute
 
 
 class FastJSONResponse(JSONResponse):
-    """``JSONResponse`` written by pydantic-core: compact UTF-8, NaN and infinities as null
-    (the standard library would refuse them with a 500)."""
+    """``JSONResponse`` written by orjson: compact UTF-8, NaN and infinities as null (the
+    standard library would refuse them with a 500); types orjson does not know, and
+    datetimes, are written as pydantic-core writes them."""
 
     def render(self, content: Any) -> bytes:
-        return pydantic_core.to_json(content, inf_nan_mode="null")
+        try:
+            return orjson.dumps(content, default=_jsonable, option=_ORJSON_OPTIONS)
+        except orjson.JSONEncodeError:  # e.g. an int beyond 64 bits
+            return pydantic_core.to_json(content, inf_nan_mode="null")
+
+
+# Non-str keys as str (as pydantic-core does); datetimes through ``_jsonable`` so that UTC is
+# written "Z" as everywhere else in the API.
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def _jsonable(value: Any) -> Any:
+    return pydantic_core.to_jsonable_python(value)
 
 
 class FastJSONRequest(Request):

@@ -125,8 +125,8 @@ def revoke_command(key_or_prefix: str) -> None:
 def add_credit_command(account_id: str, amount: Decimal) -> None:
     """Add AMOUNT dollars of prepaid credit to ACCOUNT_ID."""
     with _session() as session:
-        entry = add_credit(session, account_id, amount, note="added by operator")
-        click.echo(f"balance: {entry.balance_after}")
+        balance = add_credit(session, account_id, amount, note="added by operator")
+        click.echo(f"balance: {balance}")
 
 
 @keys_group.command("balance")

@@ -9,8 +9,9 @@ Ledger rows for one job (amounts signed, dollars)::
 so the balance moves by exactly the charge, and ``sum(ledger) == balance`` always.
 A failed or timed-out job is closed by one ``refund`` row of the whole reservation.
 
-Like ``accounts``, these functions only flush: the caller commits. Commit the reservation
-before starting the work, so that the money is held while the work runs.
+Like ``accounts``, these functions work in the caller's transaction: the caller commits.
+Commit the reservation before starting the work, so that the money is held while the work
+runs.
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from photoremix.persistence.models import Account, LedgerEntry
+from photoremix.persistence.models import LedgerEntry
 from photoremix.services.accounts import (
     AccountError,
     InvalidAmount,
     _add_to_balance,
     _move_balance,
     _record,
+    _take_from_balance,
     get_account,
     parse_money,
 )
@@ -118,17 +120,11 @@ def reserve(
     money, so concurrent reservations cannot overdraw on SQLite or PostgreSQL.
     """
     held = parse_money(amount)
-    balance_after = session.execute(
-        update(Account)
-        .where(Account.id == account_id, Account.balance >= held)
-        .values(balance=Account.balance - held)
-        .returning(Account.balance)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
+    balance_after = _take_from_balance(session, account_id, held)
     if balance_after is None:
         balance = get_account(session, account_id).balance  # raises UnknownAccount
         raise InsufficientBalance(balance=balance, required=held)
-    entry = _record(
+    entry_id = _record(
         session,
         account_id,
         -held,
@@ -139,16 +135,16 @@ def reserve(
         closes_reservation_id=None,
     )
     return Reservation(
-        account_id=account_id, amount=held, reference=reference, ledger_entry_id=entry.id
+        account_id=account_id, amount=held, reference=reference, ledger_entry_id=entry_id
     )
 
 
-def settle(session: Session, reservation: Reservation, charged: Decimal | str) -> LedgerEntry:
+def settle(session: Session, reservation: Reservation, charged: Decimal | str) -> None:
     """Charge ``charged`` (at most the reserved amount) and refund the rest.
 
     Two ledger rows, ``settle`` (amount 0: the money already left the balance at reserve
-    time) and, when something is left, ``refund``, from one balance UPDATE and one INSERT.
-    Returns the ``settle`` row; raises ``ReservationClosed`` if already settled/refunded.
+    time) and, when something is left, ``refund``, after one balance UPDATE. Raises
+    ``ReservationClosed`` if the reservation was already settled or refunded.
     """
     charge = parse_money(charged, allow_zero=True)
     if charge > reservation.amount:
@@ -158,9 +154,9 @@ def settle(session: Session, reservation: Reservation, charged: Decimal | str) -
     # The unique closes_reservation_id makes a second close fail inside the database,
     # even when two processes try at once; the savepoint keeps the caller's transaction.
     try:
-        with session.begin_nested():  # its end flushes both rows
+        with session.begin_nested():
             balance = _add_to_balance(session, account_id, rest)
-            settle_row = _record(
+            _record(
                 session,
                 account_id,
                 Decimal("0.00"),
@@ -169,7 +165,6 @@ def settle(session: Session, reservation: Reservation, charged: Decimal | str) -
                 note=f"charged {charge} of {reservation.amount} reserved",
                 reference=reference,
                 closes_reservation_id=reservation.ledger_entry_id,
-                flush=False,
             )
             if rest:
                 _record(
@@ -181,39 +176,26 @@ def settle(session: Session, reservation: Reservation, charged: Decimal | str) -
                     note=f"unused part of reservation {reservation.ledger_entry_id}",
                     reference=reference,
                     closes_reservation_id=None,
-                    flush=False,
                 )
     except IntegrityError:
         raise ReservationClosed(
             f"reservation {reservation.ledger_entry_id} was already settled or refunded"
         ) from None
-    return settle_row
 
 
-def refund(session: Session, reservation: Reservation, note: str = "") -> LedgerEntry:
-    """Return the whole reservation (failure or timeout); one ``refund`` row."""
-    return _close(
-        session,
-        reservation,
-        kind="refund",
-        amount=reservation.amount,
-        note=note or f"refund of reservation {reservation.ledger_entry_id}",
-    )
-
-
-def _close(
-    session: Session, reservation: Reservation, *, kind: str, amount: Decimal, note: str
-) -> LedgerEntry:
+def refund(session: Session, reservation: Reservation, note: str = "") -> None:
+    """Return the whole reservation (failure or timeout); one ``refund`` row. Raises
+    ``ReservationClosed`` if the reservation was already settled or refunded."""
     # The unique closes_reservation_id makes a second close fail inside the database,
     # even when two processes try at once.
     try:
         with session.begin_nested():
-            return _move_balance(
+            _move_balance(
                 session,
                 reservation.account_id,
-                amount,
-                kind,
-                note=note,
+                reservation.amount,
+                "refund",
+                note=note or f"refund of reservation {reservation.ledger_entry_id}",
                 reference=reservation.reference,
                 closes_reservation_id=reservation.ledger_entry_id,
             )

@@ -7,7 +7,8 @@ finishes, or a restart recovering a job), exactly one wins, and only the winner 
 the reservation: a job is charged or refunded exactly once. (The ledger's unique
 ``closes_reservation_id`` enforces the same thing a second time, in the database.)
 
-Like ``accounts`` and ``billing``, these functions only flush: the caller commits.
+Like ``accounts`` and ``billing``, these functions work in the caller's transaction: the
+caller commits.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from photoremix.persistence.models import Job, new_id, utcnow
+from photoremix.persistence.statements import insert_row
 from photoremix.persistence.transitions import transition, transition_returning
 from photoremix.services import billing
 
@@ -49,18 +51,20 @@ def create_job(
     reserve: Decimal,
     client_request_id: str | None = None,
     request_hash: str = "",
-) -> Job:
-    """A queued job holding ``reserve`` of the account's balance.
+) -> str:
+    """A queued job holding ``reserve`` of the account's balance; returns its id.
 
     Raises ``billing.InsufficientBalance`` (nothing written) and, when another job of the
-    account already has ``client_request_id``, ``sqlalchemy.exc.IntegrityError`` at flush.
+    account already has ``client_request_id``, ``sqlalchemy.exc.IntegrityError``.
     """
     # Reserve first, under an id chosen here, so the job row is written once, complete.
     # A duplicate client_request_id fails at the INSERT; the caller's rollback then takes
     # the reservation back with it.
     job_id = new_id()
     reservation = billing.reserve(session, account_id, reserve, reference=_ledger_reference(job_id))
-    job = Job(
+    insert_row(
+        session,
+        Job,
         id=job_id,
         account_id=account_id,
         status="queued",
@@ -72,9 +76,7 @@ def create_job(
         reserved=reserve,
         reservation_id=reservation.ledger_entry_id,
     )
-    session.add(job)
-    session.flush()
-    return job
+    return job_id
 
 
 def get_job(session: Session, account_id: str, job_id: str) -> Job | None:
@@ -100,7 +102,7 @@ def mark_running(session: Session, job_id: str) -> tuple[dict[str, Any], bool] |
         Job,
         job_id,
         ("queued",),
-        (Job.params, Job.is_async),
+        ("params", "is_async"),
         status="running",
         started_at=utcnow(),
     )
@@ -191,7 +193,7 @@ def _ledger_reference(job_id: str) -> str:
 
 
 # What a finished job's money needs, read by the status change itself.
-_RESERVATION_COLUMNS = (Job.account_id, Job.reserved, Job.reservation_id)
+_RESERVATION_COLUMNS = ("account_id", "reserved", "reservation_id")
 
 
 def _reservation(job_id: str, row: Row[Any]) -> billing.Reservation:

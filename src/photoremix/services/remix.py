@@ -698,7 +698,7 @@ class RemixService:
         }
         try:
             with self.sessions.begin() as session:
-                job = jobs.create_job(
+                return jobs.create_job(
                     session,
                     account_id=account_id,
                     is_async=submission.is_async,
@@ -708,7 +708,6 @@ class RemixService:
                     client_request_id=submission.client_request_id,
                     request_hash=fingerprint,
                 )
-                return job.id
         except billing.InsufficientBalance as error:
             raise PaymentRequired(str(error)) from None
         except IntegrityError:
