@@ -792,6 +792,31 @@ def test_full_pool_is_503_with_retry_after_and_charges_nothing(tmp_path: Path) -
         assert len(reserves) == 1
 
 
+def test_jobs_start_running_when_a_worker_is_free_else_queued(tmp_path: Path) -> None:
+    engine = SlowEngine(seconds=30)
+    with running_api(tmp_path, engine=engine, workers=1, queue_size=2) as api:
+        try:
+            first = api.remix(response_mode="urls", **{"async": True}).json()["job_id"]
+            assert engine.started.wait(10)
+            running = api.job(first)
+            # Created running (the worker was free), with its start time.
+            assert running["status"] == "running" and running["started_at"] is not None
+            second = api.remix(response_mode="urls", **{"async": True}).json()["job_id"]
+            queued = api.job(second)
+            assert queued["status"] == "queued" and queued["started_at"] is None
+            # A bad image after the place was taken gives the place back.
+            bad = api.remix(input_image="bm90IGFuIGltYWdl")
+            assert bad.status_code == 400, bad.text
+            assert api.service.pool.pending == 2
+        finally:
+            engine.release.set()
+        for job_id in (first, second):
+            document = api.wait_for_job(job_id)
+            assert document["status"] == "succeeded"
+            assert document["created_at"] <= document["started_at"] <= document["finished_at"]
+        api.wait_until_idle()
+
+
 def test_healthz_and_readyz_answer_200_when_idle(shared_api: Api) -> None:
     health = shared_api.client.get("/healthz")
     ready = shared_api.client.get("/readyz")

@@ -51,8 +51,12 @@ def create_job(
     reserve: Decimal,
     client_request_id: str | None = None,
     request_hash: str = "",
+    running: bool = False,
 ) -> str:
     """A queued job holding ``reserve`` of the account's balance; returns its id.
+
+    running: create it ``running`` instead (started now), for a job handed to a worker
+    that is free for it: one transaction less than creating it queued and marking it.
 
     Raises ``billing.InsufficientBalance`` (nothing written) and, when another job of the
     account already has ``client_request_id``, ``sqlalchemy.exc.IntegrityError``.
@@ -60,14 +64,16 @@ def create_job(
     # Reserve first, under an id chosen here, so the job row is written once, complete.
     # A duplicate client_request_id fails at the INSERT; the caller's rollback then takes
     # the reservation back with it.
-    job_id = new_id()
+    job_id, now = new_id(), utcnow()
     reservation = billing.reserve(session, account_id, reserve, reference=_ledger_reference(job_id))
     insert_row(
         session,
         Job,
         id=job_id,
         account_id=account_id,
-        status="queued",
+        status="running" if running else "queued",
+        created_at=now,
+        started_at=now if running else None,
         is_async=is_async,
         client_request_id=client_request_id,
         request_hash=request_hash,

@@ -3,9 +3,10 @@
 One remix, synchronous or async, goes through the same steps:
 
 1. ``submit`` checks what can be checked without work (field combinations, callback URL,
-   profiles, idempotency, balance, room in the pool), then fetches and decodes both images
-   (a bad image is a 400 with nothing written), then creates the job and reserves the worst
-   case in one transaction, and hands the job to the worker pool.
+   profiles, idempotency, balance), takes a place in the worker pool (503 when none is
+   left), fetches and decodes both images (a bad image is a 400 with nothing written),
+   then creates the job (``running`` if a worker is free for it, else ``queued``) and
+   reserves the worst case in one transaction, and hands the job to its place.
 2. ``_run`` (on a worker thread) renders the outputs, encodes them, stores them (``urls``
    mode), and finishes the job: settle for what was produced, or refund everything.
 3. A synchronous caller waits for the job with ``wait``; past the time limit the job is
@@ -169,12 +170,19 @@ class Accepted:
 
 @dataclass
 class Pending:
-    """A synchronous remix on its way; pass it to ``RemixService.wait``."""
+    """A synchronous remix on its way; pass it to ``RemixService.wait``.
+
+    buffers: what the worker leaves of the job's large buffers (its outputs' pixels).
+    Clear it after sending the response: freeing ~13 MB per output (munmap) holds the GIL
+    for about half a millisecond, which would otherwise come between the worker's result
+    and the response.
+    """
 
     job_id: str
     future: Future[dict[str, Any]]
     deadline: float
     cancel: threading.Event = field(default_factory=threading.Event)
+    buffers: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -237,6 +245,8 @@ class RemixService:
         # Callbacks wait on other people's servers (and back off between attempts): they
         # get their own threads so they never hold an engine worker.
         self._callbacks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="callback")
+        # Frees a job's input images while its outputs are encoded (see ``_run``).
+        self._releaser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
         self._cancel_events: dict[str, threading.Event] = {}
 
     # ---- submitting ---------------------------------------------------------------------
@@ -265,28 +275,30 @@ class RemixService:
                 f"Insufficient prepaid credit balance: {worst_case} required for "
                 f"{submission.num_output_images} output(s), {account.balance} available."
             )
-        if self.pool.pending >= self.pool.capacity:
-            raise Busy(
-                f"The service is busy: all {self.pool.capacity} places (running or waiting) "
-                f"are taken. Retry after {Busy.retry_after_s} seconds."
+        # The place in the pool is taken before any work, and given back if none is queued.
+        with self._pool_place() as place:
+            content = self._load(submission.input_image, "input_image")
+            reference = self._load(submission.reference_image, "reference_image")
+            params = self._job_params(account.id, submission, base_url)
+            # A worker is free for it: the job is created running, saving the worker a
+            # transaction to mark it so.
+            job_id = self._create_job(
+                account.id, submission, params, fingerprint, worst_case, place.starts_now
             )
-
-        content = self._load(submission.input_image, "input_image")
-        reference = self._load(submission.reference_image, "reference_image")
-
-        job_id = self._create_job(account.id, submission, fingerprint, base_url, worst_case)
-        if job_id is None:  # a concurrent identical submit won the race for the id
-            earlier = self._earlier_submit(account.id, submission, fingerprint, base_url)
-            assert earlier is not None
-            return earlier
-        if submission.is_async:
-            self._keep_inputs(job_id, content, reference)
-            self._start(job_id, (content, reference), deadline=None)
-            return Accepted(job_id=job_id, poll_url=self._poll_url(base_url, job_id))
-        deadline = time.monotonic() + self.settings.sync_timeout_s
-        cancel = threading.Event()
-        future = self._start(job_id, (content, reference), deadline=deadline, cancel=cancel)
-        return Pending(job_id=job_id, future=future, deadline=deadline, cancel=cancel)
+            if job_id is None:  # a concurrent identical submit won the race for the id
+                earlier = self._earlier_submit(account.id, submission, fingerprint, base_url)
+                assert earlier is not None
+                return earlier
+            started = (params, submission.is_async) if place.starts_now else None
+            buffers: list[Any] = [(content, reference)]  # the worker takes the inputs out
+            if submission.is_async:
+                self._keep_inputs(job_id, content, reference)
+                self._start(job_id, buffers, deadline=None, place=place, started=started)
+                return Accepted(job_id=job_id, poll_url=self._poll_url(base_url, job_id))
+            deadline = time.monotonic() + self.settings.sync_timeout_s
+            cancel = threading.Event()
+            future = self._start(job_id, buffers, deadline, cancel, place=place, started=started)
+            return Pending(job_id, future, deadline, cancel, buffers)
 
     def wait(self, pending: Pending) -> dict[str, Any]:
         """The response of a synchronous remix; raises its ``ServiceError`` on failure."""
@@ -339,7 +351,7 @@ class RemixService:
                 with self.sessions.begin() as session:
                     jobs.requeue(session, job_id)
                 try:
-                    self._start(job_id, None, deadline=None)
+                    self._start(job_id, [], deadline=None)
                     resumed += 1
                 except Busy:  # _start failed it with a refund
                     failed += 1
@@ -353,6 +365,7 @@ class RemixService:
     def close(self) -> None:
         """Stop callback delivery threads (pending deliveries are abandoned)."""
         self._callbacks.shutdown(wait=False, cancel_futures=True)
+        self._releaser.shutdown(wait=False)
 
     def purge_expired_outputs(self) -> int:
         """Delete outputs older than the retention period; returns how many.
@@ -366,41 +379,75 @@ class RemixService:
 
     # ---- the work, on a worker thread ----------------------------------------------------
 
+    def _pool_place(self) -> Any:
+        """A place in the worker pool (``workers.Place``), or ``Busy``."""
+        from photoremix.workers import PoolFull
+
+        try:
+            return self.pool.reserve()
+        except PoolFull:
+            raise Busy(
+                f"The service is busy: all {self.pool.capacity} places (running or waiting) "
+                f"are taken. Retry after {Busy.retry_after_s} seconds."
+            ) from None
+
     def _start(
         self,
         job_id: str,
-        inputs: tuple[LoadedImage, LoadedImage] | None,
+        buffers: list[Any],
         deadline: float | None,
         cancel: threading.Event | None = None,
+        *,
+        place: Any = None,
+        started: tuple[dict[str, Any], bool] | None = None,
     ) -> Future[dict[str, Any]]:
+        """Hand the job to a worker: in ``place`` (taken by ``submit``), else in a place
+        taken now (a resumed job), failing the job if there is none."""
         from photoremix.workers import PoolFull
 
         cancel = cancel or threading.Event()
+        runner = place if place is not None else self.pool  # both have submit()
         try:
-            return self.pool.submit(self._run, job_id, inputs, deadline, cancel)
-        except PoolFull as full:
+            future: Future[dict[str, Any]]
+            future = runner.submit(self._run, job_id, buffers, deadline, cancel, started)
+            return future
+        except PoolFull as full:  # only without a place
             self._fail(job_id, JobFailure(503, "busy", str(full)))
             raise Busy(str(full)) from None
 
     def _run(
         self,
         job_id: str,
-        inputs: tuple[LoadedImage, LoadedImage] | None,
+        buffers: list[Any],
         deadline: float | None,
         cancel: threading.Event,
+        started: tuple[dict[str, Any], bool] | None,
     ) -> dict[str, Any]:
-        """Render, store and settle one job. Returns the sync response; raises ServiceError."""
-        with self.sessions.begin() as session:
-            started = jobs.mark_running(session, job_id)
+        """Render, store and settle one job. Returns the sync response; raises ServiceError.
+
+        buffers: holds the job's input images (LoadedImage, LoadedImage), taken out so that
+        this call holds the only reference (empty for a resumed job: its inputs are read
+        back from storage); the rendered outputs are left in it (see ``Pending``).
+        started: (params, is_async) of a job created ``running`` (a worker was free for it
+        at submit); None for a queued job, which is marked running here.
+        """
         if started is None:
-            raise TimedOut("The remix was cancelled before it started.")
+            with self.sessions.begin() as session:
+                started = jobs.mark_running(session, job_id)
+            if started is None:
+                raise TimedOut("The remix was cancelled before it started.")
         params, is_async = started
         if deadline is None:
             deadline = time.monotonic() + self.settings.async_timeout_s
         try:
-            if inputs is None:
-                inputs = self._kept_inputs(job_id)
+            inputs = buffers.pop() if buffers else self._kept_inputs(job_id)
             rendered = self._render(params, inputs, deadline, cancel)
+            # Freed here, after the work, ~25 MB of input pixels would hold the GIL for about
+            # a millisecond, which the event loop would wait out before sending the response;
+            # freed on another thread, it happens while the outputs are encoded (the
+            # encoders release the GIL).
+            self._releaser.submit(_release, inputs)
+            del inputs
             response, stored_keys = self._deliver_outputs(job_id, params, rendered)
         except _Cancelled:
             self._fail(job_id, _timeout_failure(self.settings, is_async))
@@ -431,6 +478,7 @@ class RemixService:
         self.metrics.jobs_finished.labels("succeeded").inc()
         if is_async:
             self._after_async(job_id)
+        buffers.append(rendered)
         return response
 
     def _render(
@@ -671,15 +719,11 @@ class RemixService:
             code="idempotency_conflict",
         )
 
-    def _create_job(
-        self,
-        account_id: str,
-        submission: RemixSubmission,
-        fingerprint: str,
-        base_url: str,
-        worst_case: Any,
-    ) -> str | None:
-        params = {
+    def _job_params(
+        self, account_id: str, submission: RemixSubmission, base_url: str
+    ) -> dict[str, Any]:
+        """What a worker needs to run the job, kept in its row (no images)."""
+        return {
             "account_id": account_id,
             "profile_ids": _mentioned_profiles(submission),
             "engine": submission.engine or self.settings.default_engine,
@@ -696,6 +740,16 @@ class RemixService:
                 "per_recognised_output": str(self.prices.per_recognised_output),
             },
         }
+
+    def _create_job(
+        self,
+        account_id: str,
+        submission: RemixSubmission,
+        params: dict[str, Any],
+        fingerprint: str,
+        worst_case: Any,
+        running: bool,
+    ) -> str | None:
         try:
             with self.sessions.begin() as session:
                 return jobs.create_job(
@@ -703,10 +757,11 @@ class RemixService:
                     account_id=account_id,
                     is_async=submission.is_async,
                     params=params,
-                    base_url=base_url,
+                    base_url=params["base_url"],
                     reserve=worst_case,
                     client_request_id=submission.client_request_id,
                     request_hash=fingerprint,
+                    running=running,
                 )
         except billing.InsufficientBalance as error:
             raise PaymentRequired(str(error)) from None
@@ -776,6 +831,10 @@ class RemixService:
 
     def _download_url(self, base_url: str, key: str) -> str:
         return base_url.rstrip("/") + self.signer.sign(FILE_PATH.format(key=key))
+
+
+def _release(objects: object) -> None:
+    """Nothing: the release thread's task holds ``objects``, freed with it on that thread."""
 
 
 def _mentioned_profiles(submission: RemixSubmission) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from starlette.background import BackgroundTask
 
 from photoremix.api.deps import AccountDep, ServiceDep
 from photoremix.api.json_codec import FastJSONResponse, FastJSONRoute
@@ -81,7 +82,10 @@ async def remix(body: RemixBody, request: Request, account: AccountDep, service:
         return FastJSONResponse(outcome.response)
     assert isinstance(outcome, Pending)
     # Built by the service from plain types: skip a second validation of megabytes of base64.
-    return FastJSONResponse(await _result(service, outcome))
+    # The job's buffers are freed after the response is sent (see Pending).
+    return FastJSONResponse(
+        await _result(service, outcome), background=BackgroundTask(outcome.buffers.clear)
+    )
 
 
 async def _result(service: RemixService, pending: Pending) -> dict[str, Any]:
