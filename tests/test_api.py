@@ -566,6 +566,40 @@ def test_unknown_key_is_401(shared_api: Api, method: str, path: str) -> None:
     _assert_auth_error(response, 401, "invalid_api_key", "Invalid API key")
 
 
+def test_each_request_looks_its_key_up_once(
+    shared_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The middleware starts the lookup while the body arrives; the dependency awaits it.
+    from photoremix.api import deps
+
+    lookups: list[str] = []
+    real_look_up = deps._look_up
+
+    def counted(service: Any, key: str) -> Any:
+        lookups.append(key)
+        return real_look_up(service, key)
+
+    monkeypatch.setattr(deps, "_look_up", counted)
+    response = shared_api.client.get(BALANCE, headers=shared_api.headers)
+    assert response.status_code == 200
+    assert lookups == [shared_api.key]
+
+
+def test_a_lookup_nobody_awaits_is_not_reported(
+    shared_api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Malformed JSON is refused before the account is needed: the lookup of this unknown
+    # key fails with nobody awaiting it, which must not be logged as an unretrieved error.
+    import gc
+
+    headers = {"X-API-Key": "pr_" + uuid.uuid4().hex, "Content-Type": "application/json"}
+    response = shared_api.client.post(REMIX, content=b'{"input_image": ', headers=headers)
+    assert response.status_code == 400 and response.json()["code"] == "invalid_json"
+    time.sleep(0.2)  # the lookup finishes on its thread
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
 @dataclass(frozen=True)
 class RevokedKey:
     revoked: str

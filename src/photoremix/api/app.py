@@ -15,6 +15,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from photoremix import __version__
+from photoremix.api.deps import AccountLookupMiddleware
 from photoremix.api.errors import install_error_handlers
 from photoremix.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from photoremix.api.routes import account, engines, files, health, profiles, remix
@@ -112,7 +113,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         health.router,
     ):
         app.include_router(router)
-    # Outermost first: the request id exists before the body limit can refuse.
+    # Outermost last: the request id exists before the body limit can refuse, and a body
+    # refused on its declared length starts no account lookup.
+    app.add_middleware(AccountLookupMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
