@@ -47,7 +47,7 @@ def test_create_list_revoke_then_authentication_fails(data_dir: Path) -> None:
     assert key[:8] in listing.output and account_id in listing.output
     assert key not in listing.output  # never the key itself
 
-    revoked = _run("revoke", key[:8])
+    revoked = _run("revoke", "--", key[:8])  # "--": a key may start with "-"
     assert revoked.exit_code == 0, revoked.output
     engine = make_engine(f"sqlite:///{data_dir / 'photoremix.db'}")
     try:

@@ -113,7 +113,8 @@ def list_command() -> None:
 @keys_group.command("revoke")
 @click.argument("key_or_prefix")
 def revoke_command(key_or_prefix: str) -> None:
-    """Revoke a key given its id, its prefix, or the key itself."""
+    """Revoke a key given its id, its prefix, or the key itself (write `--` before a key
+    that starts with `-`, e.g. `photoremix keys revoke -- -Xy12ab`)."""
     with _session() as session:
         api_key = revoke_key(session, key_or_prefix)
         click.echo(f"revoked {api_key.prefix}... (account {api_key.account_id})")
