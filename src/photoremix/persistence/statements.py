@@ -12,6 +12,7 @@ Attribute names (``reserved``), not column names (``reserved_cents``), go in and
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Insert, bindparam, insert, inspect
@@ -36,6 +37,13 @@ def insert_row(
     statement = _insert_statement(model, tuple(attributes), returning)
     result = core_connection(session).execute(statement, attributes)
     return result.scalar_one() if returning is not None else None
+
+
+def insert_rows(session: Session, model: type[Any], rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT rows of ``model`` (attribute values, the same attributes in each) with one
+    execution (the driver's executemany)."""
+    statement = _insert_statement(model, tuple(rows[0]), None)
+    core_connection(session).execute(statement, [dict(row) for row in rows])
 
 
 @functools.cache

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import Update, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -309,12 +309,29 @@ def _record(
         session,
         LedgerEntry,
         "id",
-        account_id=account_id,
-        kind=kind,
-        amount=amount,
-        balance_after=balance_after,
-        reference=reference,
-        note=note,
-        closes_reservation_id=closes_reservation_id,
+        **_ledger_row(
+            account_id, amount, balance_after, kind, note, reference, closes_reservation_id
+        ),
     )
     return entry_id
+
+
+def _ledger_row(
+    account_id: str,
+    amount: Decimal,
+    balance_after: Decimal,
+    kind: str,
+    note: str,
+    reference: str | None,
+    closes_reservation_id: int | None,
+) -> dict[str, Any]:
+    """A ledger row's values, for ``_record`` or ``statements.insert_rows``."""
+    return {
+        "account_id": account_id,
+        "kind": kind,
+        "amount": amount,
+        "balance_after": balance_after,
+        "reference": reference,
+        "note": note,
+        "closes_reservation_id": closes_reservation_id,
+    }

@@ -24,10 +24,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from photoremix.persistence.models import LedgerEntry
+from photoremix.persistence.statements import insert_rows
 from photoremix.services.accounts import (
     AccountError,
     InvalidAmount,
     _add_to_balance,
+    _ledger_row,
     _move_balance,
     _record,
     _take_from_balance,
@@ -143,8 +145,8 @@ def settle(session: Session, reservation: Reservation, charged: Decimal | str) -
     """Charge ``charged`` (at most the reserved amount) and refund the rest.
 
     Two ledger rows, ``settle`` (amount 0: the money already left the balance at reserve
-    time) and, when something is left, ``refund``, after one balance UPDATE. Raises
-    ``ReservationClosed`` if the reservation was already settled or refunded.
+    time) and, when something is left, ``refund``, written together after one balance
+    UPDATE. Raises ``ReservationClosed`` if the reservation was already settled or refunded.
     """
     charge = parse_money(charged, allow_zero=True)
     if charge > reservation.amount:
@@ -156,27 +158,30 @@ def settle(session: Session, reservation: Reservation, charged: Decimal | str) -
     try:
         with session.begin_nested():
             balance = _add_to_balance(session, account_id, rest)
-            _record(
-                session,
-                account_id,
-                Decimal("0.00"),
-                balance - rest,
-                "settle",
-                note=f"charged {charge} of {reservation.amount} reserved",
-                reference=reference,
-                closes_reservation_id=reservation.ledger_entry_id,
-            )
-            if rest:
-                _record(
-                    session,
+            rows = [
+                _ledger_row(
                     account_id,
-                    rest,
-                    balance,
-                    "refund",
-                    note=f"unused part of reservation {reservation.ledger_entry_id}",
+                    Decimal("0.00"),
+                    balance - rest,
+                    "settle",
+                    note=f"charged {charge} of {reservation.amount} reserved",
                     reference=reference,
-                    closes_reservation_id=None,
+                    closes_reservation_id=reservation.ledger_entry_id,
                 )
+            ]
+            if rest:
+                rows.append(
+                    _ledger_row(
+                        account_id,
+                        rest,
+                        balance,
+                        "refund",
+                        note=f"unused part of reservation {reservation.ledger_entry_id}",
+                        reference=reference,
+                        closes_reservation_id=None,
+                    )
+                )
+            insert_rows(session, LedgerEntry, rows)
     except IntegrityError:
         raise ReservationClosed(
             f"reservation {reservation.ledger_entry_id} was already settled or refunded"
