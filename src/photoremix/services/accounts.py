@@ -238,7 +238,8 @@ def _move_balance(
     Callers that take money out guard against overdraft themselves (billing.reserve).
     """
     balance = _add_to_balance(session, account_id, amount)
-    _record(session, account_id, amount, balance, kind, note, reference, closes_reservation_id)
+    row = _ledger_row(account_id, amount, balance, kind, note, reference, closes_reservation_id)
+    _record(session, row)
     return balance
 
 
@@ -292,27 +293,10 @@ def _change_balance(
     return balance
 
 
-def _record(
-    session: Session,
-    account_id: str,
-    amount: Decimal,
-    balance_after: Decimal,
-    kind: str,
-    note: str,
-    reference: str | None,
-    closes_reservation_id: int | None,
-) -> int:
-    """Write the ledger row for a balance change already applied in this transaction
-    (``balance_after``: the balance the UPDATE produced, from its RETURNING clause);
-    returns its id."""
-    entry_id: int = insert_row(
-        session,
-        LedgerEntry,
-        "id",
-        **_ledger_row(
-            account_id, amount, balance_after, kind, note, reference, closes_reservation_id
-        ),
-    )
+def _record(session: Session, row: dict[str, Any]) -> int:
+    """Write a ledger row (``_ledger_row``) for a balance change already applied in this
+    transaction; returns its id."""
+    entry_id: int = insert_row(session, LedgerEntry, "id", **row)
     return entry_id
 
 
@@ -325,7 +309,8 @@ def _ledger_row(
     reference: str | None,
     closes_reservation_id: int | None,
 ) -> dict[str, Any]:
-    """A ledger row's values, for ``_record`` or ``statements.insert_rows``."""
+    """A ledger row's values, for ``_record`` or ``statements.insert_rows``
+    (``balance_after``: the balance the change produced, from its UPDATE's RETURNING)."""
     return {
         "account_id": account_id,
         "kind": kind,

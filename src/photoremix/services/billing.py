@@ -126,16 +126,8 @@ def reserve(
     if balance_after is None:
         balance = get_account(session, account_id).balance  # raises UnknownAccount
         raise InsufficientBalance(balance=balance, required=held)
-    entry_id = _record(
-        session,
-        account_id,
-        -held,
-        balance_after,
-        "reserve",
-        note="",
-        reference=reference,
-        closes_reservation_id=None,
-    )
+    row = _ledger_row(account_id, -held, balance_after, "reserve", "", reference, None)
+    entry_id = _record(session, row)
     return Reservation(
         account_id=account_id, amount=held, reference=reference, ledger_entry_id=entry_id
     )
