@@ -275,7 +275,7 @@ class RemixService:
                 f"Insufficient prepaid credit balance: {worst_case} required for "
                 f"{submission.num_output_images} output(s), {account.balance} available."
             )
-        # The place in the pool is taken before any work, and given back if none is queued.
+        # The place in the pool is taken before any work; given back if no job goes into it.
         with self._pool_place() as place:
             content = self._load(submission.input_image, "input_image")
             reference = self._load(submission.reference_image, "reference_image")
