@@ -13,13 +13,12 @@ from photoremix.persistence import Account, LedgerEntry
 from photoremix.services.accounts import create_account
 from photoremix.services.billing import (
     InsufficientBalance,
+    Prices,
     ReservationClosed,
-    price_for,
     recent_ledger,
     refund,
     reserve,
     settle,
-    worst_case_price,
 )
 from photoremix.settings import Settings
 
@@ -144,13 +143,14 @@ def test_racing_reservations_never_overdraw(engine: Engine) -> None:
     assert all(row.balance_after >= 0 for row in rows)
 
 
-def test_price_for_uses_settings_prices() -> None:
+def test_prices_come_from_settings() -> None:
     settings = Settings(price_per_output=Decimal("0.12"), price_per_recognised_output="0.15")
-    assert price_for(3, 1, settings) == Decimal("0.39")
-    assert price_for(0, 0, settings) == Decimal("0")
-    assert worst_case_price(3, settings) == Decimal("0.45")
+    prices = Prices.from_settings(settings)
+    assert prices.charge(3, 1) == Decimal("0.39")
+    assert prices.charge(0, 0) == Decimal("0")
+    assert prices.worst_case(3) == Decimal("0.45")
     with pytest.raises(ValueError):
-        price_for(1, 2, settings)
+        prices.charge(1, 2)
 
 
 def test_recent_ledger_is_newest_first_and_limited(engine: Engine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import ExitStack
 
 import pytest
 
@@ -11,17 +12,14 @@ from photoremix.workers import PoolFull, WorkerPool
 
 def test_places_start_now_while_a_worker_is_free_and_run_out_at_capacity() -> None:
     pool = WorkerPool(workers=2, queue_size=1)
-    try:
-        places = [pool.reserve() for _ in range(3)]
+    with ExitStack() as held:
+        places = [held.enter_context(pool.reserve()) for _ in range(3)]
         assert [place.starts_now for place in places] == [True, True, False]
         assert pool.pending == 3 and pool.queue_depth == 1
         with pytest.raises(PoolFull, match="3 places"):
             pool.reserve()
-    finally:
-        for place in places:
-            place.__exit__(None, None, None)
-        pool.shutdown()
-    assert pool.pending == 0
+    assert pool.pending == 0  # unused places are given back
+    pool.shutdown()
 
 
 def test_an_unused_place_is_given_back_even_on_error() -> None:

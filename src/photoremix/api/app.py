@@ -15,9 +15,12 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from photoremix import __version__
-from photoremix.api.deps import AccountLookupMiddleware
 from photoremix.api.errors import install_error_handlers
-from photoremix.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from photoremix.api.middleware import (
+    AccountLookupMiddleware,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+)
 from photoremix.api.routes import account, engines, files, health, profiles, remix
 from photoremix.engines import Engine, EngineError, get_engine
 from photoremix.observability import Metrics

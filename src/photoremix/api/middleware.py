@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, metrics and access logs, and the request-body limit.
+"""ASGI middleware: request ids, metrics and access logs, the request-body limit, and the
+early start of the API key's account lookup.
 
 Written as plain ASGI callables rather than Starlette's ``BaseHTTPMiddleware``, which
 buffers and re-wraps every request: these only look at the messages passing through.
@@ -15,6 +16,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from photoremix.api import deps
 from photoremix.observability import Metrics, request_id_var
 
 log = logging.getLogger("photoremix.access")
@@ -156,11 +158,38 @@ def _too_large(max_bytes: int) -> str:
     )
 
 
+class AccountLookupMiddleware:
+    """Starts looking up the account of a request's X-API-Key as soon as its headers
+    arrive, while the body is still coming (see ``deps``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            key = _header(scope, _API_KEY_HEADER)
+            service = getattr(scope["app"].state, "service", None)
+            if key and service is not None:
+                lookup = deps.start_account_lookup(service, key)
+                scope.setdefault("state", {})[deps.ACCOUNT_LOOKUP] = (key, lookup)
+        await self.app(scope, receive, send)
+
+
+_API_KEY_HEADER = deps.API_KEY_HEADER.lower()
+
+
 def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+    value = _header(scope, "content-length")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    """The value of header ``name`` (lower case) in an ASGI scope, or None."""
+    wanted = name.encode("latin-1")
+    for header, value in scope.get("headers", []):
+        if header == wanted:
+            return bytes(value).decode("latin-1")
     return None

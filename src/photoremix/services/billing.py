@@ -90,16 +90,6 @@ class Prices:
         return self.charge(outputs, outputs)
 
 
-def price_for(outputs: int, recognised_outputs: int, settings: Settings) -> Decimal:
-    """The charge for ``outputs`` images, ``recognised_outputs`` of them with a profile."""
-    return Prices.from_settings(settings).charge(outputs, recognised_outputs)
-
-
-def worst_case_price(outputs: int, settings: Settings) -> Decimal:
-    """What to reserve before work: every output priced as recognised."""
-    return Prices.from_settings(settings).worst_case(outputs)
-
-
 def load_reservation(session: Session, ledger_entry_id: int | None) -> Reservation:
     """The reservation made by ledger row ``ledger_entry_id`` (a ``reserve`` row)."""
     entry = session.get(LedgerEntry, ledger_entry_id) if ledger_entry_id is not None else None

@@ -247,7 +247,6 @@ class RemixService:
         self._callbacks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="callback")
         # Frees a job's input images while its outputs are encoded (see ``_run``).
         self._releaser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
-        self._cancel_events: dict[str, threading.Event] = {}
 
     # ---- submitting ---------------------------------------------------------------------
 
